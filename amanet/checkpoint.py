@@ -1,0 +1,189 @@
+"""Checkpoints: read Detectron2 / AMANet files safely, check them strictly, write our own.
+
+Accepted inputs:
+- Detectron2 model-zoo pickles ``{"model": {name: ndarray}, ...}`` (``.pkl``), read by a
+  restricted unpickler that admits numpy arrays and plain containers only;
+- torch files ``{"model": state_dict}`` or a bare state_dict (``.pth``/``.pt``), read with
+  ``torch.load(weights_only=True)``;
+- our own format (``.pth`` with ``{"amanet_format": 1, "model": ..., "config": ...}``).
+
+Nothing in an untrusted file is executed. Our module names equal Detectron2's, so conversion is
+a strict name/shape check plus dropping the training-only keys we know about.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .config import Config
+
+logger = logging.getLogger(__name__)
+
+AMANET_FORMAT = 1
+
+# Keys of published checkpoints that belong to parts we do not run at inference.
+IGNORED_PREFIXES: Tuple[str, ...] = (
+    "roi_heads.keypoint_head.",          # AMANet trains a Keypoint R-CNN head alongside
+    "roi_heads.keypoint_predictor.",
+    "roi_heads.mask_head.",
+    "roi_heads.semantic_mask_head.",
+    "pixel_mean", "pixel_std",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; the message names why."""
+
+
+# -- safe reading -----------------------------------------------------------------------------
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Admits only what numpy arrays and plain containers need; anything else is refused."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("collections", "OrderedDict"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "slice"),
+        ("builtins", "bytearray"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise CheckpointError(
+            f"refusing to load {module}.{name} from a checkpoint pickle: only numpy arrays "
+            "and plain containers are allowed (the file may be malicious or not a checkpoint)")
+
+
+def _load_pickle(path: str) -> Any:
+    with open(path, "rb") as f:
+        try:
+            return _RestrictedUnpickler(f, encoding="latin1").load()
+        except CheckpointError:
+            raise
+        except Exception as e:  # truncated or not a pickle at all
+            raise CheckpointError(f"{path}: not a readable pickle checkpoint ({e})") from e
+
+
+def _load_torch(path: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused by the safe loader (weights_only=True): "
+                              f"{str(e).splitlines()[0]}") from e
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({e})") from e
+
+
+def read_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Optional[Dict[str, Any]]]:
+    """Read any supported file: ``(state_dict of float tensors, embedded config dict or None)``."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint is empty: {path}")
+    obj = _load_torch(path) if zipfile.is_zipfile(path) else _load_pickle(path)
+    cfg_dict = None
+    if isinstance(obj, Mapping) and obj.get("amanet_format") is not None:
+        if obj["amanet_format"] != AMANET_FORMAT:
+            raise CheckpointError(f"{path}: amanet checkpoint format {obj['amanet_format']} is "
+                                  f"not supported (expected {AMANET_FORMAT})")
+        cfg_dict = obj.get("config")
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+    state = {}
+    for k, v in obj.items():
+        if not isinstance(k, str):
+            raise CheckpointError(f"{path}: non-string key {k!r}")
+        if isinstance(v, np.ndarray):
+            v = torch.from_numpy(np.ascontiguousarray(v))
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{path}: entry {k!r} is a {type(v).__name__}, not an array")
+        state[k] = v
+    return state, cfg_dict
+
+
+# -- matching against a model ------------------------------------------------------------------
+def match_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]
+                     ) -> Dict[str, torch.Tensor]:
+    """Check names and shapes strictly; returns the state converted to the model's dtypes.
+
+    Raises :class:`CheckpointError` listing every missing, unexpected or mis-shaped key.
+    """
+    expected = model.state_dict()
+    ignored = [k for k in state if k not in expected and k.startswith(IGNORED_PREFIXES)]
+    if ignored:
+        logger.info("ignoring %d checkpoint entries of parts not used at inference (%s...)",
+                    len(ignored), ignored[0])
+    unexpected = sorted(k for k in state if k not in expected and k not in ignored)
+    missing = sorted(k for k in expected if k not in state)
+    shape = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+                   for k, v in expected.items() if k in state and state[k].shape != v.shape)
+    problems: List[str] = []
+    if missing:
+        problems.append(f"{len(missing)} missing: " + ", ".join(_abbrev(missing)))
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: " + ", ".join(_abbrev(unexpected)))
+    if shape:
+        problems.append(f"{len(shape)} mis-shaped: " + "; ".join(_abbrev(shape)))
+    if problems:
+        raise CheckpointError("checkpoint does not match the model (family "
+                              f"{getattr(model, 'family', '?')}): " + " | ".join(problems))
+    return {k: state[k].to(expected[k].dtype) for k in expected}
+
+
+def _abbrev(items: List[str], limit: int = 20) -> List[str]:
+    return items if len(items) <= limit else items[:limit] + [f"... ({len(items) - limit} more)"]
+
+
+def load_weights(model: torch.nn.Module, path: str) -> torch.nn.Module:
+    """Load ``path`` into ``model`` strictly (AMANet's folded weights are refreshed)."""
+    state, _ = read_checkpoint(path)
+    model.load_state_dict(match_state_dict(model, state), strict=True)
+    logger.info("loaded %s", path)
+    return model
+
+
+def save_checkpoint(model: torch.nn.Module, cfg: Config, path: str,
+                    extra: Optional[Dict[str, Any]] = None) -> None:
+    """Write our own format: the state_dict plus the config that builds the model."""
+    payload = {"amanet_format": AMANET_FORMAT, "model": model.state_dict(),
+               "config": cfg.to_dict()}
+    if extra:
+        payload.update(extra)
+    tmp = path + ".tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def config_of_checkpoint(path: str) -> Optional[Config]:
+    """The config embedded in one of our checkpoints, if any."""
+    from .config import config_from_dict
+
+    _, cfg_dict = read_checkpoint(path)
+    return None if cfg_dict is None else config_from_dict(cfg_dict)
+
+
+def convert(src: str, dst: str, cfg: Config) -> None:
+    """Read a Detectron2/AMANet checkpoint, check it against ``cfg``'s model, write ours."""
+    from .modeling.model import build_model
+
+    model = build_model(cfg)
+    load_weights(model, src)
+    save_checkpoint(model, cfg, dst)
+    logger.info("converted %s -> %s (family %s)", src, dst, cfg.family)
+

@@ -1,0 +1,155 @@
+"""The ``amanet`` command: predict and convert (more subcommands as they land).
+
+``amanet predict IMAGES... --config CFG --weights W --out DIR [KEY VALUE ...]`` writes, per
+image, ``<name>_iuv.png`` (RGB = I, U, V), ``<name>_overlay.png`` and ``<name>.json``
+(DensePose-COCO results). Detectron2-style ``KEY VALUE`` overrides may follow the images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from .errors import AmanetError
+
+logger = logging.getLogger("amanet")
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+_KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$|^[A-Z][A-Z0-9_]+$")
+DEMO_IMAGE = Path(__file__).resolve().parent / "assets" / "astronaut.jpg"
+
+
+def split_overrides(tokens: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Separate image paths from trailing Detectron2 ``KEY VALUE`` pairs."""
+    paths: List[str] = []
+    overrides: List[str] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if _KEY_RE.match(tok) and not os.path.exists(tok):
+            if i + 1 >= len(tokens):
+                raise AmanetError(f"config override {tok} has no value")
+            overrides += [tok, tokens[i + 1]]
+            i += 2
+        else:
+            paths.append(tok)
+            i += 1
+    return paths, overrides
+
+
+def expand_images(paths: Sequence[str]) -> List[Path]:
+    """Files as given; directories contribute their image files (sorted)."""
+    out: List[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    from .data.image_io import read_image
+    from .runtime import Predictor
+    from .viz import draw_overlay, iuv_to_png_array
+
+    paths, overrides = split_overrides(args.inputs)
+    overrides += list(args.opts or [])
+    if args.demo:
+        paths.insert(0, str(DEMO_IMAGE))
+    images = expand_images(paths)
+    if not images:
+        raise AmanetError("no input images (give image files or folders, or --demo)")
+    config = args.config
+    if config is None and not args.weights:
+        config = "amanet"
+    if args.weights is None:
+        print("note: no --weights given, the model's weights are RANDOM: the output only shows "
+              "that the pipeline runs, not what a trained model sees", file=sys.stderr)
+    predictor = Predictor(config, args.weights, overrides=overrides, device=args.device)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in tqdm(images, desc="predict", unit="img", disable=len(images) < 2 or args.quiet):
+        try:
+            bgr = read_image(path)
+            pred = predictor(bgr)
+        except AmanetError as e:
+            logger.error("%s", e)
+            failures += 1
+            continue
+        stem = path.stem
+        Image.fromarray(iuv_to_png_array(pred.iuv)).save(out_dir / f"{stem}_iuv.png")
+        overlay = draw_overlay(bgr, pred)
+        Image.fromarray(np.ascontiguousarray(overlay[:, :, ::-1])).save(
+            out_dir / f"{stem}_overlay.png")
+        doc = {"image": str(path), "height": pred.image_size[0], "width": pred.image_size[1],
+               "family": predictor.family, "random_weights": predictor.random_weights,
+               "num_detections": len(pred), "results": pred.to_coco_json(image_id=stem)}
+        with open(out_dir / f"{stem}.json", "w") as f:
+            json.dump(doc, f)
+        if not args.quiet:
+            print(f"{path}: {len(pred)} people -> {out_dir / stem}_{{iuv,overlay}}.png, .json")
+    return 1 if failures else 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoint import convert
+    from .config import load_config
+
+    cfg = load_config(args.config, list(args.opts or []))
+    convert(args.src, args.dst, cfg)
+    print(f"wrote {args.dst} ({cfg.family})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="amanet", description=__doc__.split("\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    pr = sub.add_parser("predict", help="DensePose on images: IUV PNG, overlay PNG, JSON")
+    pr.add_argument("inputs", nargs="*", metavar="IMAGE|KEY VALUE",
+                    help="image files or folders, then optional Detectron2 KEY VALUE overrides")
+    pr.add_argument("--config", help="preset name (amanet, s1x, densepose_AMA_R_50_FPN_s1x, "
+                    "densepose_rcnn_R_50_FPN_s1x) or a Detectron2-style YAML")
+    pr.add_argument("--weights", help="checkpoint (.pkl/.pth, Detectron2 or amanet format)")
+    pr.add_argument("--out", default="out", help="output folder (default: out)")
+    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--demo", action="store_true", help="add the bundled sample image")
+    pr.add_argument("--opts", nargs="+", metavar="KEY VALUE", help="config overrides")
+    pr.add_argument("-q", "--quiet", action="store_true")
+    pr.set_defaults(func=cmd_predict)
+
+    cv = sub.add_parser("convert", help="Detectron2/AMANet checkpoint -> amanet checkpoint")
+    cv.add_argument("src")
+    cv.add_argument("dst")
+    cv.add_argument("--config", required=True, help="preset name or Detectron2-style YAML")
+    cv.add_argument("--opts", nargs="+", metavar="KEY VALUE", help="config overrides")
+    cv.set_defaults(func=cmd_convert)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (AmanetError, ValueError, FileNotFoundError) as e:
+        # Config, checkpoint and input errors carry a user-facing message.
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

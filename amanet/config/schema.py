@@ -1,0 +1,241 @@
+"""The model configuration: small dataclasses, one per part of the model.
+
+Field names follow Detectron2's config keys in lower case (``MODEL.RPN.NMS_THRESH`` ->
+``cfg.rpn.nms_thresh``) so that a Detectron2 YAML maps onto them one to one; the mapping
+itself lives in :mod:`amanet.config.detectron2_yaml`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Dict, List, Tuple
+
+FAMILY_S1X = "s1x"          # Detectron2 DensePose R_50_FPN_s1x (DensePoseV1ConvXHead)
+FAMILY_AMANET = "amanet"    # AMANet (DensePoseAMAHead + TaskTransformerAMAPredictorV2)
+FAMILIES = (FAMILY_S1X, FAMILY_AMANET)
+
+
+@dataclass
+class InputConfig:
+    """Test-time resize and pixel normalisation (``INPUT.*``, ``MODEL.PIXEL_*``)."""
+    min_size_test: int = 800
+    max_size_test: int = 1333
+    format: str = "BGR"
+    pixel_mean: Tuple[float, float, float] = (103.53, 116.28, 123.675)
+    pixel_std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    size_divisibility: int = 32
+    # training-time augmentation (used by the trainer only)
+    min_size_train: Tuple[int, ...] = (640, 672, 704, 736, 768, 800)
+    max_size_train: int = 1333
+    random_flip: str = "horizontal"
+
+
+@dataclass
+class BackboneConfig:
+    """ResNet + FPN (``MODEL.RESNETS.*``, ``MODEL.FPN.*``, ``MODEL.BACKBONE.*``)."""
+    depth: int = 50
+    norm: str = "FrozenBN"
+    stride_in_1x1: bool = True
+    num_groups: int = 1
+    width_per_group: int = 64
+    stem_out_channels: int = 64
+    res2_out_channels: int = 256
+    res5_dilation: int = 1
+    out_features: Tuple[str, ...] = ("res2", "res3", "res4", "res5")
+    freeze_at: int = 2
+    fpn_out_channels: int = 256
+    fpn_norm: str = ""
+    fpn_fuse_type: str = "sum"
+
+
+@dataclass
+class RPNConfig:
+    """Anchors and proposal generation (``MODEL.RPN.*``, ``MODEL.ANCHOR_GENERATOR.*``)."""
+    in_features: Tuple[str, ...] = ("p2", "p3", "p4", "p5", "p6")
+    anchor_sizes: Tuple[Tuple[float, ...], ...] = ((32,), (64,), (128,), (256,), (512,))
+    aspect_ratios: Tuple[Tuple[float, ...], ...] = ((0.5, 1.0, 2.0),)
+    anchor_offset: float = 0.0
+    bbox_reg_weights: Tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    nms_thresh: float = 0.7
+    min_size: float = 0.0
+    pre_nms_topk_test: int = 1000
+    post_nms_topk_test: int = 1000
+    pre_nms_topk_train: int = 2000
+    post_nms_topk_train: int = 1000
+    # training
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    iou_thresholds: Tuple[float, ...] = (0.3, 0.7)
+    iou_labels: Tuple[int, ...] = (0, -1, 1)
+    smooth_l1_beta: float = 0.0
+    loss_weight: float = 1.0
+
+
+@dataclass
+class ROIHeadsConfig:
+    """Box head and detection post-processing (``MODEL.ROI_HEADS.*``, ``MODEL.ROI_BOX_HEAD.*``)."""
+    in_features: Tuple[str, ...] = ("p2", "p3", "p4", "p5")
+    num_classes: int = 1
+    score_thresh_test: float = 0.05
+    nms_thresh_test: float = 0.5
+    detections_per_image: int = 100
+    pooler_resolution: int = 7
+    pooler_sampling_ratio: int = 2
+    pooler_type: str = "ROIAlign"          # ROIAlign (aligned=False) | ROIAlignV2 (aligned=True)
+    num_fc: int = 2
+    fc_dim: int = 1024
+    bbox_reg_weights: Tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    cls_agnostic_bbox_reg: bool = False
+    # training
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    iou_thresholds: Tuple[float, ...] = (0.5,)
+    smooth_l1_beta: float = 0.0
+    proposal_append_gt: bool = True
+
+
+@dataclass
+class DensePoseConfig:
+    """The DensePose branch (``MODEL.ROI_DENSEPOSE_HEAD.*``).
+
+    ``name`` selects the family: ``DensePoseV1ConvXHead`` (s1x) or ``DensePoseAMAHead`` (AMANet).
+    """
+    name: str = "DensePoseV1ConvXHead"
+    predictor_name: str = "DensePoseChartPredictor"
+    num_patches: int = 24
+    num_coarse_segm_channels: int = 2
+    conv_head_dim: int = 512
+    conv_head_kernel: int = 3
+    num_stacked_convs: int = 8
+    deconv_kernel: int = 4
+    up_scale: int = 2
+    heatmap_size: int = 112
+    pooler_resolution: int = 28
+    pooler_sampling_ratio: int = 2
+    pooler_type: str = "ROIAlign"
+    # s1x decoder (DECODER_ON)
+    decoder_on: bool = True
+    decoder_conv_dims: int = 256
+    decoder_num_classes: int = 256
+    decoder_common_stride: int = 4
+    decoder_norm: str = ""
+    # AMANet multi-path pooling: output size per FPN level p2..p5
+    ama_pooler_resolutions: Tuple[int, ...] = (32, 16, 16, 8)
+    ama_num_ann_index: int = 15           # the AMANet "S" output (coarse parts)
+    kpt_on: bool = False
+    num_keypoints: int = 17
+    # post-processing: AMANet gates parts by softmax(body mask)[1] > this
+    mask_gate_threshold: float = 0.3
+    # training
+    fg_iou_threshold: float = 0.7
+    heatmap_loss_weights: Dict[str, float] = field(default_factory=lambda: {
+        "point_regression": 0.01, "part": 1.0, "index": 5.0, "inter": 0.5})
+
+
+@dataclass
+class SolverConfig:
+    """Training schedule (``SOLVER.*``)."""
+    ims_per_batch: int = 16
+    base_lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    max_iter: int = 130000
+    steps: Tuple[int, ...] = (100000, 120000)
+    gamma: float = 0.1
+    warmup_factor: float = 0.1
+    warmup_iters: int = 1000
+    warmup_method: str = "linear"
+    checkpoint_period: int = 5000
+    clip_gradients: bool = False
+    clip_value: float = 1.0
+
+
+@dataclass
+class Config:
+    """Everything needed to build, run and train one model."""
+    family: str = FAMILY_S1X
+    device: str = "cpu"
+    weights: str = ""
+    input: InputConfig = field(default_factory=InputConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_heads: ROIHeadsConfig = field(default_factory=ROIHeadsConfig)
+    densepose: DensePoseConfig = field(default_factory=DensePoseConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    output_dir: str = "./output"
+    seed: int = -1
+
+    def clone(self) -> "Config":
+        return copy.deepcopy(self)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _to_dict(self)
+
+
+def _to_dict(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {f.name: _to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def s1x_config() -> Config:
+    """Detectron2 ``densepose_rcnn_R_50_FPN_s1x`` (DESIGN.md §4)."""
+    return Config(family=FAMILY_S1X)
+
+
+def amanet_config() -> Config:
+    """AMANet ``densepose_AMA_R_50_FPN_s1x`` (DESIGN.md §3)."""
+    cfg = Config(family=FAMILY_AMANET)
+    dp = cfg.densepose
+    dp.name = "DensePoseAMAHead"
+    dp.predictor_name = "TaskTransformerAMAPredictorV2"
+    dp.conv_head_dim = 256
+    dp.pooler_resolution = 32
+    dp.heatmap_size = 64
+    dp.decoder_on = False
+    dp.kpt_on = True
+    dp.fg_iou_threshold = 0.65
+    # the AMANet fork's loss weights (its config.py defaults + INTER_WEIGHTS and the keypoint
+    # LOSS_WEIGHT of the YAML), DESIGN.md §3
+    dp.heatmap_loss_weights = {"point_regression": 0.1, "part": 0.3, "index": 2.0,
+                               "inter": 0.5, "body_mask": 2.0, "keypoint": 0.5}
+    cfg.solver = SolverConfig(ims_per_batch=4, base_lr=0.002, max_iter=260000,
+                              steps=(200000, 240000), warmup_factor=0.01)
+    cfg.rpn.pre_nms_topk_train = 1200
+    cfg.roi_heads.batch_size_per_image = 384
+    cfg.roi_heads.smooth_l1_beta = 0.5
+    return cfg
+
+
+PRESETS = {
+    "densepose_rcnn_R_50_FPN_s1x": s1x_config,
+    "densepose_AMA_R_50_FPN_s1x": amanet_config,
+    FAMILY_S1X: s1x_config,
+    FAMILY_AMANET: amanet_config,
+}
+
+
+def preset(name: str) -> Config:
+    """A fresh config for a named preset (see :data:`PRESETS`)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}") from None
+
+
+def family_of_head(head_name: str) -> str:
+    """Map ``ROI_DENSEPOSE_HEAD.NAME`` to a model family."""
+    if head_name == "DensePoseV1ConvXHead":
+        return FAMILY_S1X
+    if head_name == "DensePoseAMAHead":
+        return FAMILY_AMANET
+    raise ValueError(f"MODEL.ROI_DENSEPOSE_HEAD.NAME={head_name!r} is not supported; "
+                     "supported: DensePoseV1ConvXHead (s1x), DensePoseAMAHead (AMANet)")
+
+
+def list_field_names(obj: Any) -> List[str]:
+    return [f.name for f in fields(obj)]

@@ -1,0 +1,1 @@
+"""Data: image reading, transforms, DensePose-COCO datasets, synthetic data."""

@@ -1,0 +1,39 @@
+"""Test-time image transforms with Detectron2's numerics.
+
+Detectron2 resizes uint8 images with PIL bilinear (antialiased when shrinking) and rounds the
+new size with ``int(x + 0.5)``; we do exactly the same so detections match to the pixel.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+from PIL import Image
+
+
+def resized_shape(h: int, w: int, short_edge: int, max_size: int) -> Tuple[int, int]:
+    """Output ``(new_h, new_w)`` of a shortest-edge resize capped at ``max_size``."""
+    scale = short_edge * 1.0 / min(h, w)
+    if h < w:
+        new_h, new_w = short_edge, scale * w
+    else:
+        new_h, new_w = scale * h, short_edge
+    if max(new_h, new_w) > max_size:
+        scale = max_size * 1.0 / max(new_h, new_w)
+        new_h = new_h * scale
+        new_w = new_w * scale
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def resize_image(img: np.ndarray, new_h: int, new_w: int) -> np.ndarray:
+    """Bilinear resize of an ``[H, W, 3]`` uint8 image (PIL, as Detectron2 does)."""
+    if img.shape[0] == new_h and img.shape[1] == new_w:
+        return img
+    pil = Image.fromarray(img)
+    return np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))
+
+
+def resize_shortest_edge(img: np.ndarray, short_edge: int, max_size: int) -> np.ndarray:
+    """``[H, W, 3]`` uint8 -> resized ``[H', W', 3]`` uint8."""
+    new_h, new_w = resized_shape(img.shape[0], img.shape[1], short_edge, max_size)
+    return resize_image(img, new_h, new_w)

@@ -1,0 +1,1 @@
+"""Model parts: backbone, detector, poolers, DensePose heads and predictors."""

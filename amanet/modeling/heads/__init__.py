@@ -1,0 +1,1 @@
+"""DensePose RoI heads."""

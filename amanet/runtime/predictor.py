@@ -1,0 +1,131 @@
+"""Predictor: image in (path or array, any size), flat typed :class:`Prediction` out."""
+from __future__ import annotations
+
+import logging
+from typing import Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ..checkpoint import config_of_checkpoint, load_weights
+from ..config import FAMILY_S1X, Config, load_config, merge_overrides
+from ..data.image_io import ImageLike, as_bgr_uint8
+from ..data.transforms import resize_shortest_edge
+from ..modeling import postprocess as pp
+from ..modeling.box_ops import clip_boxes, nonempty
+from ..modeling.model import build_model
+from ..modeling.smoke_init import smoke_init_
+from .result import Prediction
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("eager",)
+
+
+class Predictor:
+    """Run a DensePose model on single images.
+
+    Args:
+        config: a preset name (``"amanet"``, ``"s1x"``, ...), a Detectron2-style YAML path, or a
+            :class:`Config`. ``None`` takes the config embedded in ``weights`` (our format).
+        weights: checkpoint path (Detectron2 ``.pkl``/``.pth`` or ours); ``None`` keeps random
+            weights (for tests and smoke runs; a warning is logged).
+        overrides: Detectron2-style ``KEY VALUE`` pairs applied to the config.
+        device: ``"cpu"`` or ``"cuda"``.
+        whole_image_iuv: also composite the per-person charts into one ``[3, H, W]`` map.
+    """
+
+    def __init__(self, config: Union[str, Config, None] = "amanet", weights: Optional[str] = None,
+                 overrides: Sequence[str] = (), device: str = "cpu", backend: str = "eager",
+                 whole_image_iuv: bool = True):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} is not supported; choose from {BACKENDS}")
+        cfg = self._resolve_config(config, weights)
+        if overrides:
+            merge_overrides(cfg, list(overrides))
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.model = build_model(cfg).to(self.device)
+        self.random_weights = weights is None
+        if weights is None:
+            smoke_init_(self.model, seed=0)
+            logger.warning("no weights given: the model has RANDOM weights and its output is "
+                           "meaningless except as a smoke test")
+        else:
+            load_weights(self.model, weights)
+        self.model.eval()
+        self.whole_image_iuv = whole_image_iuv
+
+    @staticmethod
+    def _resolve_config(config, weights) -> Config:
+        if isinstance(config, Config):
+            return config.clone()
+        if config is None:
+            embedded = config_of_checkpoint(weights) if weights else None
+            if embedded is None:
+                raise ValueError("no config given and the checkpoint does not embed one: pass "
+                                 "config= (a preset name or a Detectron2 YAML)")
+            return embedded
+        return load_config(config)
+
+    @property
+    def family(self) -> str:
+        return self.cfg.family
+
+    def __call__(self, image: ImageLike) -> Prediction:
+        return self.predict(image)
+
+    def predict(self, image: ImageLike) -> Prediction:
+        """One image (path, or ``[H, W, 3]`` BGR uint8 array) -> :class:`Prediction`."""
+        bgr = as_bgr_uint8(image)
+        h0, w0 = bgr.shape[:2]
+        inp = self.cfg.input
+        resized = resize_shortest_edge(bgr, inp.min_size_test, inp.max_size_test)
+        if inp.format.upper() == "RGB":
+            resized = resized[:, :, ::-1]
+        h1, w1 = resized.shape[:2]
+        x = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(
+            self.device, torch.float32)
+        with torch.no_grad():
+            det = self.model([x])[0]
+        return self._postprocess(det, (h0, w0), (h1, w1))
+
+    def predict_many(self, images: Iterable[ImageLike]) -> List[Prediction]:
+        return [self.predict(im) for im in images]
+
+    # -- post-processing -------------------------------------------------------------------
+    def _postprocess(self, det, orig_hw, resized_hw) -> Prediction:
+        h0, w0 = orig_hw
+        h1, w1 = resized_hw
+        boxes = det["boxes"].clone()
+        boxes[:, 0::2] *= w0 / w1
+        boxes[:, 1::2] *= h0 / h1
+        boxes = clip_boxes(boxes, h0, w0)
+        keep = nonempty(boxes)
+        boxes = boxes[keep]
+        scores = det["scores"][keep]
+        classes = det["classes"][keep]
+        dp = {k: v[keep] for k, v in det["densepose"].items()}
+
+        xywh = pp.xyxy_to_xywh_int(boxes)
+        if self.family == FAMILY_S1X:
+            charts = pp.iuv_charts_s1x_uint8(dp["coarse_segm"], dp["fine_segm"], dp["u"],
+                                             dp["v"], xywh)
+        else:
+            charts = pp.iuv_charts_amanet(dp["fine_segm"], dp["u"], dp["v"], dp["body_mask"],
+                                          xywh,
+                                          self.cfg.densepose.mask_gate_threshold)
+        iuv = None
+        if self.whole_image_iuv:
+            iuv = pp.paste_iuv(charts, xywh.tolist(), scores.tolist(), (h0, w0)).cpu().numpy()
+        return Prediction(
+            image_size=(h0, w0),
+            boxes=boxes.cpu().numpy().astype(np.float32),
+            scores=scores.cpu().numpy().astype(np.float32),
+            classes=classes.cpu().numpy().astype(np.int64),
+            densepose={k: v.cpu().numpy() for k, v in dp.items()},
+            charts=[c.cpu().numpy() for c in charts],
+            chart_boxes=xywh.cpu().numpy().astype(np.int64).reshape(-1, 4),
+            iuv=iuv,
+        )
+

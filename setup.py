@@ -1,0 +1,85 @@
+"""Build and install amanet: the Python package plus the ``amanet._C`` op library.
+
+``python setup.py build_ext --inplace`` (or ``pip install --no-build-isolation -e .``) compiles
+the CPU kernels always, and the CUDA kernels when torch is a CUDA build and nvcc is found
+(``CUDA_HOME``, default /usr/local/cuda). ``AMANET_CPU_ONLY=1`` forces a CPU-only build.
+``AMANET_CUDA_ARCHS`` overrides the architecture list (default 7.5;8.0;8.6;8.9;9.0: CUDA 13
+has no sm_70, so Volta users need a CUDA 12 toolchain).
+"""
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCHS = "7.5;8.0;8.6;8.9;9.0"
+
+
+def _cuda_home():
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    return home if os.path.isfile(os.path.join(home, "bin", "nvcc")) else None
+
+
+def _want_cuda(torch):
+    if os.environ.get("AMANET_CPU_ONLY", "0") not in ("", "0"):
+        return False
+    return torch.version.cuda is not None and _cuda_home() is not None
+
+
+def _nvidia_include_dirs():
+    """Headers of the pip CUDA libraries (ATen's CUDA headers need cusparse.h from there)."""
+    dirs = []
+    for p in sys.path:
+        dirs += glob.glob(os.path.join(p, "nvidia", "cu*", "include"))
+        dirs += glob.glob(os.path.join(p, "nvidia", "*", "include"))
+    return sorted(set(d for d in dirs if os.path.isdir(d)))
+
+
+def _extensions():
+    # torch.utils.cpp_extension reads CUDA_HOME when imported: set it first (a `nvcc` wrapper
+    # on PATH would otherwise make it guess /usr/local, where no CUDA libraries are).
+    if _cuda_home() and not os.environ.get("CUDA_HOME"):
+        os.environ["CUDA_HOME"] = _cuda_home()
+    import torch
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    rel = lambda paths: sorted(os.path.relpath(p, ROOT) for p in paths)  # noqa: E731
+    sources = rel(glob.glob(os.path.join(ROOT, "csrc", "ops", "*.cpp"))
+                  + glob.glob(os.path.join(ROOT, "csrc", "ops", "cpu", "*.cpp")))
+    include_dirs = [os.path.join(ROOT, "csrc", "ops")]
+    cxx = ["-O3", "-std=c++20", "-fopenmp"]
+    define_macros = []
+    if _want_cuda(torch):
+        archs = os.environ.get("AMANET_CUDA_ARCHS", DEFAULT_ARCHS)
+        os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+        sources += rel(glob.glob(os.path.join(ROOT, "csrc", "ops", "cuda", "*.cu")))
+        arch_str = ";".join("sm_" + a.replace(".", "") for a in archs.split(";"))
+        define_macros += [("AMANET_WITH_CUDA", None), ("AMANET_CUDA_ARCHS", f'"{arch_str}"')]
+        nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
+        return [CUDAExtension("amanet._C", sources, include_dirs=include_dirs + _nvidia_include_dirs(),
+                              define_macros=define_macros,
+                              extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+                              extra_link_args=["-fopenmp"])]
+    return [CppExtension("amanet._C", sources, include_dirs=include_dirs,
+                         define_macros=define_macros, extra_compile_args={"cxx": cxx},
+                         extra_link_args=["-fopenmp"])]
+
+
+def _cmdclass():
+    from torch.utils.cpp_extension import BuildExtension
+    return {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+setup(
+    name="amanet",
+    version="0.1.0",
+    description="Deployable AMANet / DensePose inference engine (PyTorch, C++/CUDA ops, export)",
+    packages=find_packages(include=["amanet", "amanet.*"]),
+    package_data={"amanet": ["assets/*", "configs/*.yaml"]},
+    python_requires=">=3.10",
+    ext_modules=_extensions(),
+    cmdclass=_cmdclass(),
+    entry_points={"console_scripts": ["amanet=amanet.cli:main"]},
+    zip_safe=False,
+)

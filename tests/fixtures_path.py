@@ -1,0 +1,24 @@
+"""Where the shared parity fixtures live, and what a test does when they are missing.
+
+The fixtures are not part of the repository: they sit in ``../shared/fixtures`` next to the
+repo root. A missing fixture fails the test on CI (``CI=true``) and skips it elsewhere.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+FIXTURES_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+def fixture_dir(name: str) -> Path:
+    """The fixture folder ``name`` (e.g. ``"ama_head"``); fails on CI / skips locally if missing."""
+    path = FIXTURES_ROOT / name
+    if not path.is_dir():
+        reason = f"parity fixture {name!r} not found at {path}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
