@@ -16,8 +16,7 @@ $(STAMP): requirements.txt
 	touch $@
 
 amanet/_C.stamp: $(STAMP) setup.py $(CSRC)
-	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
-	$(PY) setup.py --quiet build_ext --inplace
+	flock /tmp/amanet-build.lock $(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $@
 
 build: amanet/_C.stamp

@@ -54,7 +54,7 @@ def _extensions():
         archs = os.environ.get("AMANET_CUDA_ARCHS", DEFAULT_ARCHS)
         os.environ["TORCH_CUDA_ARCH_LIST"] = archs
         sources += rel(glob.glob(os.path.join(ROOT, "csrc", "ops", "cuda", "*.cu")))
-        arch_str = ";".join("sm_" + a.replace(".", "") for a in archs.split(";"))
+        arch_str = ",".join("sm_" + a.replace(".", "") for a in archs.split(";"))
         define_macros += [("AMANET_WITH_CUDA", None), ("AMANET_CUDA_ARCHS", f'"{arch_str}"')]
         nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
         return [CUDAExtension("amanet._C", sources, include_dirs=include_dirs + _nvidia_include_dirs(),

@@ -112,6 +112,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="amanet", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -140,7 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Images and KEY VALUE overrides may come after options too (argparse stops collecting a
+    # positional list at the first option), so leftovers of `predict` are more inputs.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        unknown = [e for e in extra if e.startswith("-") and not _is_number(e)]
+        if args.command != "predict" or unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+        args.inputs = list(args.inputs) + extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -1,0 +1,93 @@
+"""The ``amanet`` command: help, predict on the bundled image, errors, zero detections."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from amanet.cli import DEMO_IMAGE, main, split_overrides
+
+FAST = ["INPUT.MIN_SIZE_TEST", "320", "INPUT.MAX_SIZE_TEST", "480",
+        "TEST.DETECTIONS_PER_IMAGE", "3"]
+
+
+def test_help_lists_every_subcommand():
+    exe = Path(sys.executable).parent / "amanet"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "amanet.cli"]
+    res = subprocess.run(cmd + ["--help"], capture_output=True, text=True, check=True)
+    for sub in ("predict", "convert"):
+        assert sub in res.stdout
+
+
+def test_split_overrides():
+    paths, ov = split_overrides(["a.jpg", "dir/", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.5",
+                                 "OUTPUT_DIR", "x"])
+    assert paths == ["a.jpg", "dir/"]
+    assert ov == ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.5", "OUTPUT_DIR", "x"]
+
+
+@pytest.mark.parametrize("config", ["amanet", "s1x"])
+def test_predict_demo_writes_three_files(tmp_path, capsys, config):
+    assert main(["predict", "--demo", "--config", config, "--out", str(tmp_path), *FAST]) == 0
+    iuv = np.asarray(Image.open(tmp_path / "astronaut_iuv.png"))
+    overlay = np.asarray(Image.open(tmp_path / "astronaut_overlay.png"))
+    doc = json.loads((tmp_path / "astronaut.json").read_text())
+    photo = np.asarray(Image.open(DEMO_IMAGE))
+    assert iuv.shape == overlay.shape == photo.shape
+    assert doc["num_detections"] == len(doc["results"]) == 3 and doc["random_weights"] is True
+    fg = iuv[:, :, 0] > 0
+    assert fg.mean() > 0.001, "some pixels get a body part"
+    # parts are coloured over the photo where the IUV says so, and only there (plus boxes)
+    changed = np.abs(overlay.astype(int) - photo.astype(int)).sum(axis=2) > 30
+    assert changed[fg].mean() > 0.9
+    assert "RANDOM" in capsys.readouterr().err
+
+
+def test_predict_zero_detections_and_bad_files(tmp_path):
+    good = tmp_path / "in" / "photo.jpg"
+    good.parent.mkdir()
+    shutil.copy(DEMO_IMAGE, good)
+    (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "out"
+    code = main(["predict", str(tmp_path / "in"), "--config", "s1x", "--out", str(out), *FAST,
+                 "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.0"])
+    assert code == 1, "a failed image makes the exit code non-zero"
+    doc = json.loads((out / "photo.json").read_text())
+    assert doc["num_detections"] == 0 and doc["results"] == []
+    assert not np.asarray(Image.open(out / "photo_iuv.png")).any()
+    assert not (out / "broken.json").exists()
+
+
+def test_predict_errors_are_one_line(tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nope.jpg"), "--out", str(tmp_path)]) == 1
+    assert main(["predict", "--out", str(tmp_path)]) == 2
+    assert "no input images" in capsys.readouterr().err
+    assert main(["predict", "--demo", "--config", "s1x", "--out", str(tmp_path),
+                 "MODEL.NOT_A_KEY", "1"]) == 2
+    assert "MODEL.NOT_A_KEY" in capsys.readouterr().err
+
+
+def test_convert_roundtrip(tmp_path):
+    import pickle
+
+    import torch
+
+    from amanet.config import s1x_config
+    from amanet.modeling.model import build_model
+    state = build_model(s1x_config()).state_dict()
+    src = tmp_path / "d2.pkl"
+    with open(src, "wb") as f:
+        pickle.dump({"model": {k: v.numpy() for k, v in state.items()}}, f)
+    dst = tmp_path / "ours.pth"
+    assert main(["convert", str(src), str(dst), "--config", "s1x"]) == 0
+    from amanet.runtime import Predictor
+    p = Predictor(None, weights=str(dst))
+    assert p.family == "s1x"
+    sd = p.model.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in state.items())
