@@ -72,10 +72,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     config = args.config
     if config is None and not args.weights:
         config = "amanet"
+    if args.backend != "eager" and not args.weights:
+        raise AmanetError(f"--backend {args.backend} needs --weights EXPORTED_MODEL")
+    if args.weights is None and args.backend == "eager":
+        # Random weights detect "people" everywhere; 10 keep the demo quick on a CPU.
+        overrides = ["TEST.DETECTIONS_PER_IMAGE", "10"] + overrides
     if args.weights is None:
         print("note: no --weights given, the model's weights are RANDOM: the output only shows "
               "that the pipeline runs, not what a trained model sees", file=sys.stderr)
-    predictor = Predictor(config, args.weights, overrides=overrides, device=args.device)
+    if args.backend != "eager":
+        predictor = Predictor(None, args.weights, device=args.device, backend=args.backend)
+    else:
+        predictor = Predictor(config, args.weights, overrides=overrides, device=args.device)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -112,6 +120,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine.train import run_cli
+
+    return run_cli(args)
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -133,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--weights", help="checkpoint (.pkl/.pth, Detectron2 or amanet format)")
     pr.add_argument("--out", default="out", help="output folder (default: out)")
     pr.add_argument("--device", default="cpu")
+    pr.add_argument("--backend", default="eager",
+                    choices=["eager", "torchscript", "onnxruntime", "tensorrt"],
+                    help="eager (checkpoint in --weights) or an exported model in --weights")
     pr.add_argument("--demo", action="store_true", help="add the bundled sample image")
     pr.add_argument("--opts", nargs="+", metavar="KEY VALUE", help="config overrides")
     pr.add_argument("-q", "--quiet", action="store_true")
@@ -144,7 +161,51 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--config", required=True, help="preset name or Detectron2-style YAML")
     cv.add_argument("--opts", nargs="+", metavar="KEY VALUE", help="config overrides")
     cv.set_defaults(func=cmd_convert)
+
+    tr = sub.add_parser("train", help="train or evaluate (the seed's train_net.py command line)")
+    tr.add_argument("--config-file", required=True, metavar="FILE",
+                    help="Detectron2-style YAML (a shipped config name also works) or preset")
+    tr.add_argument("--num-gpus", type=int, default=None,
+                    help="processes per machine, one GPU each (gloo processes on a CPU host)")
+    tr.add_argument("--num-processes", type=int, default=None,
+                    help="processes per machine on the CPU (gloo), even if CUDA is present")
+    tr.add_argument("--num-machines", type=int, default=1)
+    tr.add_argument("--machine-rank", type=int, default=0)
+    tr.add_argument("--dist-url", default="auto", help="tcp://host:port of rank 0 (multi-node)")
+    tr.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS only")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue from OUTPUT_DIR/last_checkpoint if it exists")
+    tr.add_argument("--log-period", type=int, default=1, help="metrics line every N iterations")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                    help="Detectron2-style config overrides (OUTPUT_DIR x MODEL.WEIGHTS y ...)")
+    tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", add_help=False,
+                        help="export the deployable graph: torchscript | onnx | trt (see "
+                        "`amanet export torchscript --help`)")
+    ex.add_argument("args", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=cmd_export)
+
+    be = sub.add_parser("bench", add_help=False,
+                        help="end-to-end latency per backend (see `amanet bench --help`)")
+    be.add_argument("args", nargs=argparse.REMAINDER)
+    be.set_defaults(func=cmd_bench)
     return p
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    rest = list(args.args)
+    if rest and rest[0] in ("trt", "tensorrt"):
+        from .deploy.cli_trt import main as trt_main
+        return trt_main(rest[1:])
+    from .deploy.cli import main as export_main
+    return export_main(rest)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmarks.cli import main as bench_main
+    return bench_main(list(args.args))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -154,9 +215,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         unknown = [e for e in extra if e.startswith("-") and not _is_number(e)]
-        if args.command != "predict" or unknown:
+        if args.command in ("export", "bench"):
+            args.args = list(args.args) + extra
+        elif args.command != "predict" or unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
-        args.inputs = list(args.inputs) + extra
+        else:
+            args.inputs = list(args.inputs) + extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -313,6 +313,18 @@ D2_TO_FIELD: Dict[str, FieldPath] = {
     "SOLVER.CHECKPOINT_PERIOD": ("solver", "checkpoint_period"),
     "SOLVER.CLIP_GRADIENTS.ENABLED": ("solver", "clip_gradients"),
     "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": ("solver", "clip_value"),
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": ("solver", "clip_type"),
+    "SOLVER.CLIP_GRADIENTS.NORM_TYPE": ("solver", "clip_norm_type"),
+    "SOLVER.BIAS_LR_FACTOR": ("solver", "bias_lr_factor"),
+    "SOLVER.WEIGHT_DECAY_BIAS": ("solver", "weight_decay_bias"),
+    "SOLVER.WEIGHT_DECAY_NORM": ("solver", "weight_decay_norm"),
+    "SOLVER.NESTEROV": ("solver", "nesterov"),
+    "SOLVER.AMP.ENABLED": ("solver", "amp"),
+    "TEST.EVAL_PERIOD": ("solver", "eval_period"),
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING": ("input", "min_size_train_sampling"),
+    # data (training / evaluation)
+    "DATASETS.TRAIN": ("datasets", "train"),
+    "DATASETS.TEST": ("datasets", "test"),
 }
 
 #: Keys that only the AMANet fork's code reads: applied for that family, ignored for others.
@@ -393,6 +405,9 @@ SUPPORTED_VALUES: Dict[str, Tuple[Any, str]] = {
     "INPUT.FORMAT": _one_of("BGR", "RGB"),
     "INPUT.RANDOM_FLIP": _one_of("horizontal", "vertical", "none"),
     "SOLVER.WARMUP_METHOD": _one_of("linear", "constant"),
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": _one_of("value", "norm"),
+    "SOLVER.LR_SCHEDULER_NAME": _one_of("WarmupMultiStepLR"),
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING": _one_of("choice", "range"),
 }
 
 

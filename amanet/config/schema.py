@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 FAMILY_S1X = "s1x"          # Detectron2 DensePose R_50_FPN_s1x (DensePoseV1ConvXHead)
 FAMILY_AMANET = "amanet"    # AMANet (DensePoseAMAHead + TaskTransformerAMAPredictorV2)
@@ -26,6 +26,7 @@ class InputConfig:
     size_divisibility: int = 32
     # training-time augmentation (used by the trainer only)
     min_size_train: Tuple[int, ...] = (640, 672, 704, 736, 768, 800)
+    min_size_train_sampling: str = "choice"   # choice: one of min_size_train; range: [lo, hi]
     max_size_train: int = 1333
     random_flip: str = "horizontal"
 
@@ -148,6 +149,23 @@ class SolverConfig:
     checkpoint_period: int = 5000
     clip_gradients: bool = False
     clip_value: float = 1.0
+    clip_type: str = "value"               # value | norm (SOLVER.CLIP_GRADIENTS.CLIP_TYPE)
+    clip_norm_type: float = 2.0
+    # Detectron2's optimizer parameter groups
+    bias_lr_factor: float = 1.0
+    weight_decay_bias: Optional[float] = None   # None: same as weight_decay
+    weight_decay_norm: float = 0.0
+    nesterov: bool = False
+    amp: bool = False                      # SOLVER.AMP.ENABLED (used only where CUDA exists)
+    eval_period: int = 0                   # TEST.EVAL_PERIOD (0: evaluate at the end only)
+
+
+@dataclass
+class DatasetsConfig:
+    """Training / test data (``DATASETS.TRAIN``, ``DATASETS.TEST``): names resolved by
+    :mod:`amanet.data.registry` (registered sets, the DensePose-COCO names, ``synthetic_*``)."""
+    train: Tuple[str, ...] = ("densepose_coco_2014_train", "densepose_coco_2014_valminusminival")
+    test: Tuple[str, ...] = ("densepose_coco_2014_minival",)
 
 
 @dataclass
@@ -162,6 +180,7 @@ class Config:
     roi_heads: ROIHeadsConfig = field(default_factory=ROIHeadsConfig)
     densepose: DensePoseConfig = field(default_factory=DensePoseConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
+    datasets: DatasetsConfig = field(default_factory=DatasetsConfig)
     output_dir: str = "./output"
     seed: int = -1
 

@@ -10,9 +10,9 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms
 
 from ..config import ROIHeadsConfig
+from ..ops import batched_nms
 from .box_ops import apply_deltas, clip_boxes
 
 
@@ -30,8 +30,8 @@ class FastRCNNFCHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(x, start_dim=1)
-        for k in range(self.num_fc):
-            x = F.relu(getattr(self, f"fc{k + 1}")(x))
+        for fc in self.children():  # fc1..fcN in order (TorchScript unrolls)
+            x = F.relu(fc(x))
         return x
 
 

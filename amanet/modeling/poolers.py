@@ -10,7 +10,8 @@ from typing import List, Sequence
 
 import torch
 from torch import nn
-from torchvision.ops import roi_align
+
+from ..ops import roi_align
 
 _ALIGNED = {"ROIAlign": False, "ROIAlignV2": True}
 

@@ -62,7 +62,11 @@ class DensePoseROIHeads(nn.Module):
             self.densepose_pooler = MultiPathPooler(dp.ama_pooler_resolutions, scales,
                                                     dp.pooler_sampling_ratio, dp.pooler_type)
             self.densepose_head = AMAHead(dp, in_channels)
-            self.densepose_predictor = AMAPredictor(dp, dp.conv_head_dim)
+            # the task transformer reads the box predictor's weights: [K+1 + 4K, fc_dim]
+            num_box_params = rh.num_classes + 1 + (4 if rh.cls_agnostic_bbox_reg
+                                                   else 4 * rh.num_classes)
+            self.densepose_predictor = AMAPredictor(dp, dp.conv_head_dim, rh.fc_dim,
+                                                    num_box_params)
         else:
             raise ValueError(f"unknown model family {cfg.family!r}")
 
@@ -115,7 +119,7 @@ class DensePoseROIHeads(nn.Module):
     def densepose_from_pooled(self, pooled, unfolded: bool = False) -> DensePoseOutputs:
         if self.family == FAMILY_S1X:
             return self.densepose_predictor(self.densepose_head(pooled))
-        head_out, _ = self.densepose_head(list(pooled))
+        head_out, _ = self.densepose_head(list(pooled), return_gated=False)  # G: training only
         folded = self.densepose_predictor.folded and not unfolded
         bbox_params = None if folded else self.bbox_params()
         out = self.densepose_predictor(head_out, bbox_params=bbox_params, use_folded=not unfolded)

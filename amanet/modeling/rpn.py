@@ -11,9 +11,9 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms
 
 from ..config import RPNConfig
+from ..ops import batched_nms
 from .box_ops import apply_deltas, clip_boxes, nonempty
 
 

@@ -8,30 +8,44 @@ import numpy as np
 import torch
 
 from ..checkpoint import config_of_checkpoint, load_weights
-from ..config import FAMILY_S1X, Config, load_config, merge_overrides
+from ..config import FAMILY_AMANET, FAMILY_S1X, Config, load_config, merge_overrides
 from ..data.image_io import ImageLike, as_bgr_uint8
 from ..data.transforms import resize_shortest_edge
 from ..modeling import postprocess as pp
 from ..modeling.box_ops import clip_boxes, nonempty
 from ..modeling.model import build_model
 from ..modeling.smoke_init import smoke_init_
+from ..ops.iuv_paste import iuv_paste, mode_for_family
+from .backends import (BACKENDS, EagerBackend, OnnxRuntimeBackend, TensorRTBackend,
+                       TorchScriptBackend, artifact_config, backend_for_path)
 from .result import Prediction
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("eager",)
+
+def _load_backend(name: str, path: str, device: torch.device):
+    if name == "torchscript":
+        return TorchScriptBackend(path, device)
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(path)
+    return TensorRTBackend(path)
+
+GATE_KEY = {FAMILY_S1X: "coarse_segm", FAMILY_AMANET: "body_mask"}
 
 
 class Predictor:
-    """Run a DensePose model on single images.
+    """Run a DensePose model on single images, with any backend.
 
     Args:
         config: a preset name (``"amanet"``, ``"s1x"``, ...), a Detectron2-style YAML path, or a
-            :class:`Config`. ``None`` takes the config embedded in ``weights`` (our format).
-        weights: checkpoint path (Detectron2 ``.pkl``/``.pth`` or ours); ``None`` keeps random
-            weights (for tests and smoke runs; a warning is logged).
-        overrides: Detectron2-style ``KEY VALUE`` pairs applied to the config.
+            :class:`Config`. ``None`` takes the config embedded in ``weights`` (our checkpoint
+            format) or in the exported artifact.
+        weights: for ``backend="eager"`` a checkpoint (Detectron2 ``.pkl``/``.pth`` or ours;
+            ``None`` = random smoke-test weights, with a warning); for the other backends the
+            exported artifact (TorchScript ``.ts``, ONNX ``.onnx``, TensorRT ``.engine``).
+        overrides: Detectron2-style ``KEY VALUE`` pairs (eager only: an export is fixed).
         device: ``"cpu"`` or ``"cuda"``.
+        backend: ``"eager"``, ``"torchscript"``, ``"onnxruntime"`` or ``"tensorrt"``.
         whole_image_iuv: also composite the per-person charts into one ``[3, H, W]`` map.
     """
 
@@ -40,21 +54,40 @@ class Predictor:
                  whole_image_iuv: bool = True):
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not supported; choose from {BACKENDS}")
-        cfg = self._resolve_config(config, weights)
-        if overrides:
-            merge_overrides(cfg, list(overrides))
-        self.cfg = cfg
         self.device = torch.device(device)
-        self.model = build_model(cfg).to(self.device)
-        self.random_weights = weights is None
-        if weights is None:
-            smoke_init_(self.model, seed=0)
-            logger.warning("no weights given: the model has RANDOM weights and its output is "
-                           "meaningless except as a smoke test")
-        else:
-            load_weights(self.model, weights)
-        self.model.eval()
+        self.backend_name = backend
         self.whole_image_iuv = whole_image_iuv
+        self.model = None
+        if backend == "eager":
+            cfg = self._resolve_config(config, weights)
+            if overrides:
+                merge_overrides(cfg, list(overrides))
+            self.model = build_model(cfg).to(self.device)
+            self.random_weights = weights is None
+            if weights is None:
+                smoke_init_(self.model, seed=0)
+                logger.warning("no weights given: the model has RANDOM weights and its output "
+                               "is meaningless except as a smoke test")
+            else:
+                load_weights(self.model, weights)
+            self.model.eval()
+            self.backend = EagerBackend(self.model, self.device)
+        else:
+            if not weights:
+                raise ValueError(f"backend {backend!r} needs the exported artifact as weights=")
+            if overrides:
+                raise ValueError("config overrides cannot change an exported model; re-export")
+            self.backend = _load_backend(backend, weights, self.device)
+            cfg = artifact_config(self.backend.meta)
+            self.random_weights = None  # unknown: an export does not record its weights' origin
+        self.cfg = cfg
+
+    @classmethod
+    def from_export(cls, path: str, device: str = "cpu", backend: Optional[str] = None,
+                    whole_image_iuv: bool = True) -> "Predictor":
+        """A predictor over an exported artifact; the backend follows the file's extension."""
+        return cls(None, path, device=device, backend=backend or backend_for_path(path),
+                   whole_image_iuv=whole_image_iuv)
 
     @staticmethod
     def _resolve_config(config, weights) -> Config:
@@ -86,9 +119,7 @@ class Predictor:
         h1, w1 = resized.shape[:2]
         x = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(
             self.device, torch.float32)
-        with torch.no_grad():
-            det = self.model([x])[0]
-        return self._postprocess(det, (h0, w0), (h1, w1))
+        return self._postprocess(self.backend(x), (h0, w0), (h1, w1))
 
     def predict_many(self, images: Iterable[ImageLike]) -> List[Prediction]:
         return [self.predict(im) for im in images]
@@ -105,19 +136,18 @@ class Predictor:
         boxes = boxes[keep]
         scores = det["scores"][keep]
         classes = det["classes"][keep]
-        dp = {k: v[keep] for k, v in det["densepose"].items()}
+        gate_key = GATE_KEY[self.family]
+        dp = {"fine_segm": det["fine_segm"][keep], "u": det["u"][keep], "v": det["v"][keep],
+              gate_key: det["gate"][keep]}
 
         xywh = pp.xyxy_to_xywh_int(boxes)
-        if self.family == FAMILY_S1X:
-            charts = pp.iuv_charts_s1x_uint8(dp["coarse_segm"], dp["fine_segm"], dp["u"],
-                                             dp["v"], xywh)
-        else:
-            charts = pp.iuv_charts_amanet(dp["fine_segm"], dp["u"], dp["v"], dp["body_mask"],
-                                          xywh,
-                                          self.cfg.densepose.mask_gate_threshold)
-        iuv = None
-        if self.whole_image_iuv:
-            iuv = pp.paste_iuv(charts, xywh.tolist(), scores.tolist(), (h0, w0)).cpu().numpy()
+        # One fused call (amanet::iuv_paste) for all charts and the whole-image IUV.
+        charts, iuv = iuv_paste(dp["fine_segm"], dp[gate_key], dp["u"], dp["v"], xywh, scores,
+                                mode_for_family(self.family),
+                                self.cfg.densepose.mask_gate_threshold, (h0, w0),
+                                whole_image=self.whole_image_iuv)
+        if iuv is not None:
+            iuv = iuv.cpu().numpy()
         return Prediction(
             image_size=(h0, w0),
             boxes=boxes.cpu().numpy().astype(np.float32),

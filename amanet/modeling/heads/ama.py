@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from amanet.config.schema import DensePoseConfig
-from amanet.ops.aggregation import adaptive_aggregation
+from amanet.ops.aggregation import adaptive_aggregation, adaptive_aggregation_reference
+from amanet.ops.library import use_fused
 
 NUM_PATHS = 4
 
@@ -25,8 +26,20 @@ class AMAHead(nn.Module):
     up-sampled by shared stride-2 deconvs to ``[N,D,64,64]`` (``U_1..U_4``), D = conv_head_dim.
 
     Output: ``head_out`` ``[N,D,64,64]`` and the **gated** paths ``[G_1..G_4]`` (each
-    ``[N,D,64,64]``), which the predictor uses for intermediate supervision.
+    ``[N,D,64,64]``), which the predictor uses for intermediate supervision; with
+    ``return_gated=False`` (inference) the list is empty and G is never materialised.
+
+    Fused vs reference aggregation: eager calls go through
+    :func:`amanet.ops.aggregation.adaptive_aggregation`, which asks
+    :func:`amanet.ops.library.use_fused` at call time. TorchScript cannot run that check: the
+    scripted graph branches on ``use_fused_ops``, a bool in ``__constants__`` (a compile-time
+    constant, so only the taken branch is compiled and the reference graph needs no op
+    library), which :meth:`__prepare_scriptable__` sets from ``use_fused()`` when the head is
+    scripted. A head scripted with the fused op needs ``amanet._C`` loaded wherever it runs
+    (``amanet_ops`` in C++).
     """
+
+    __constants__ = ["use_fused_ops"]
 
     def __init__(self, cfg: DensePoseConfig, in_channels: int = 256):
         super().__init__()
@@ -50,7 +63,13 @@ class AMAHead(nn.Module):
         self.ama_dynamic_conv_emb = nn.Conv2d(dim, dim, 3, padding=1)
         self.instance_embedding_layer1 = nn.Conv2d(2 * dim, dim, 1)
         self.out_channels = dim
+        self.use_fused_ops = use_fused()
         self._init_weights()
+
+    def __prepare_scriptable__(self) -> "AMAHead":
+        # torch.jit.script calls this first: script the ops backend that is current now.
+        self.use_fused_ops = use_fused()
+        return self
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -84,17 +103,28 @@ class AMAHead(nn.Module):
         t1 = self._tower(x1)
         # Every path ends with deconv_p3; run it once on all of them (path-major batch).
         u = self.deconv_p3(torch.cat([t1, t23, t4], dim=0))
-        u = u.view(4, n, u.shape[1], u.shape[2], u.shape[3])
-        return u.transpose(0, 1).contiguous()
+        # Slices, not view(4, n, ...): an exported ONNX Reshape reads a 0 in its target shape
+        # as "copy that input dim", which breaks the zero-RoI case.
+        return torch.stack([u[:n], u[n:2 * n], u[2 * n:3 * n], u[3 * n:]], dim=1)
 
-    def forward(self, features: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
-        """``features``: 4 pooled paths (see class doc). Returns ``(head_out [N,D,64,64], [G_1..G_4])``."""
+    def forward(self, features: List[Tensor], return_gated: bool = True) -> Tuple[Tensor, List[Tensor]]:
+        """``features``: 4 pooled paths (see class doc). Returns ``(head_out [N,D,64,64], [G_1..G_4])``
+        (``[]`` instead of the G list when ``return_gated`` is False: inference skips writing G)."""
         u = self.upsampled_paths(features)
         n, p, d, h, w = u.shape
         gates = self.path_gates(u)
-        gated, gated_sum = adaptive_aggregation(u, gates)
+        if torch.jit.is_scripting():
+            if self.use_fused_ops:
+                gated, gated_sum = torch.ops.amanet.adaptive_aggregation(u, gates, return_gated)
+            else:
+                gated, gated_sum = adaptive_aggregation_reference(u, gates, return_gated)
+        else:
+            gated, gated_sum = adaptive_aggregation(u, gates, return_gated)
         # The static branch sees the UN-gated paths: [N,4,D,H,W] viewed as cat(U_1..U_4, 1).
         static = F.relu(self.ama_static_conv_emb(u.view(n, p * d, h, w)))
         dynamic = F.relu(self.ama_dynamic_conv_emb(gated_sum))
         head_out = F.relu(self.instance_embedding_layer1(torch.cat([static, dynamic], dim=1)))
+        if not return_gated:
+            no_gated: List[Tensor] = []
+            return head_out, no_gated
         return head_out, list(gated.unbind(1))

@@ -42,7 +42,12 @@ class Decoder(nn.Module):
         c2_msra_fill(self.predictor)
 
     def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
-        x = getattr(self, self.in_features[0])(features[0])
-        for name, f in zip(self.in_features[1:], features[1:]):
-            x = x + getattr(self, name)(f)
+        # Children are the per-level heads in order, then the predictor (TorchScript unrolls).
+        x = features[0]
+        i = 0
+        for name, head in self.named_children():
+            if name != "predictor":
+                y = head(features[i])
+                x = y if i == 0 else x + y
+                i += 1
         return self.predictor(x)

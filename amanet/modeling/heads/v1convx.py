@@ -28,6 +28,6 @@ class V1ConvXHead(nn.Module):
         self.out_channels = ch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i in range(self.num_convs):
-            x = F.relu(getattr(self, f"body_conv_fcn{i + 1}")(x))
+        for conv in self.children():  # body_conv_fcn1..N in order (TorchScript unrolls)
+            x = F.relu(conv(x))
         return x

@@ -1,0 +1,1 @@
+"""Benchmarks: end-to-end latency per backend (the kernel benchmarks live in amanet.ops)."""

@@ -1,0 +1,52 @@
+"""Command line of ``bench/latency.py`` and ``amanet bench``."""
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from . import latency as L
+
+
+def parse_size(text):
+    h, w = text.lower().split("x")
+    return int(h), int(w)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="amanet bench", description="End-to-end latency per backend x image size x threads")
+    p.add_argument("--families", nargs="+", default=["amanet", "s1x"])
+    p.add_argument("--backends", nargs="+", default=["eager", "torchscript", "onnxruntime"],
+                   choices=["eager", "torchscript", "onnxruntime", "tensorrt"])
+    p.add_argument("--sizes", nargs="+", type=parse_size, default=[(800, 1216)],
+                   help="HxW of the (already resized) model input")
+    p.add_argument("--threads", nargs="+", type=int, default=[2])
+    p.add_argument("--detections", nargs="+", type=int, default=[5, 20])
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--weights", help="checkpoint (default: smoke-initialised random weights)")
+    p.add_argument("--out", default="bench_out")
+    p.add_argument("--compare", help="an earlier latency.json: print other/this ratios")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, 1 run (CI smoke mode)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.runs, args.warmup, args.detections = [(128, 160)], 1, 0, [2]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = L.run_all(args.families, args.backends, args.sizes, args.threads, args.detections,
+                        args.runs, args.warmup, out / "artifacts", args.weights)
+    meta = {"torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+            "runs": args.runs, "warmup": args.warmup, "weights": args.weights or "smoke-init"}
+    doc = L.to_json(results, meta)
+    (out / "latency.json").write_text(json.dumps(doc, indent=1))
+    table = L.markdown_table(results)
+    (out / "latency.md").write_text(table + "\n")
+    L.bar_chart(results, out / "latency.png")
+    print(table)
+    if args.compare:
+        print()
+        print(L.compare(doc, json.loads(Path(args.compare).read_text())))
+    return 0
+

@@ -1,0 +1,290 @@
+"""End-to-end latency per backend x image size x threads, with an eager stage breakdown.
+
+Each (backend, size, threads) case runs in its own subprocess, so its peak RSS and thread
+settings are its own. The number of detections is forced (score threshold 0, a fixed
+``DETECTIONS_PER_IMAGE``) so runs are comparable whatever the weights detect; the measured
+count is reported next to the forced one. Timings are medians of ``runs`` after ``warmup``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+EXPORTED = {"torchscript": "model.ts", "onnxruntime": "model.onnx"}
+
+
+@dataclass
+class Case:
+    backend: str
+    height: int
+    width: int
+    threads: int
+    detections: int
+    family: str
+
+
+@dataclass
+class Result:
+    case: Case
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    images_per_s: float
+    peak_rss_mb: float
+    detections_found: int
+    stages_ms: Dict[str, float] = field(default_factory=dict)
+    stage_gflops: Dict[str, float] = field(default_factory=dict)
+
+
+# -- the model under test ----------------------------------------------------------------------
+def bench_model(family: str, detections: int, weights: Optional[str] = None):
+    """Preset model with forced detections; smoke-initialised weights unless ``weights``."""
+    from ..checkpoint import load_weights
+    from ..config import load_config
+    from ..modeling.model import build_model
+    from ..modeling.smoke_init import smoke_init_
+
+    cfg = load_config(family, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+                               "TEST.DETECTIONS_PER_IMAGE", str(detections)])
+    model = build_model(cfg)
+    if weights:
+        load_weights(model, weights)
+    else:
+        smoke_init_(model, seed=0)
+    return model.eval()
+
+
+def bench_image(height: int, width: int) -> torch.Tensor:
+    """The bundled photo stretched to ``[3, H, W]`` float (BGR, 0..255)."""
+    from PIL import Image
+
+    from ..cli import DEMO_IMAGE
+    rgb = Image.open(DEMO_IMAGE).convert("RGB").resize((width, height), Image.BILINEAR)
+    bgr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1].transpose(2, 0, 1))
+    return torch.from_numpy(bgr).float()
+
+
+def export_artifacts(model, out_dir: Path) -> Dict[str, Path]:
+    from ..deploy.onnx import export_onnx
+    from ..deploy.torchscript import export_torchscript
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"torchscript": out_dir / EXPORTED["torchscript"],
+             "onnxruntime": out_dir / EXPORTED["onnxruntime"]}
+    export_torchscript(model, paths["torchscript"])
+    export_onnx(model, paths["onnxruntime"])
+    return paths
+
+
+# -- one case, in the current process ----------------------------------------------------------
+def _make_backend(case: Case, artifact: Optional[str], weights: Optional[str]):
+    from ..runtime import backends as b
+
+    if case.backend == "eager":
+        return b.EagerBackend(bench_model(case.family, case.detections, weights),
+                              torch.device("cpu"))
+    if case.backend == "torchscript":
+        return b.TorchScriptBackend(artifact, torch.device("cpu"))
+    if case.backend == "onnxruntime":
+        return b.OnnxRuntimeBackend(artifact, ["CPUExecutionProvider"], threads=case.threads)
+    if case.backend == "tensorrt":
+        return b.TensorRTBackend(artifact)
+    raise ValueError(f"unknown backend {case.backend!r}")
+
+
+def time_case(case: Case, artifact: Optional[str], runs: int, warmup: int,
+              weights: Optional[str] = None) -> Result:
+    torch.set_num_threads(case.threads)
+    backend = _make_backend(case, artifact, weights)
+    image = bench_image(case.height, case.width)
+    out: Dict[str, torch.Tensor] = {}
+    for _ in range(warmup):
+        out = backend(image)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = backend(image)
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    med = statistics.median(times)
+    res = Result(case=case, median_ms=med, p90_ms=times[min(len(times) - 1,
+                                                              int(round(0.9 * (len(times) - 1))))],
+                 min_ms=times[0], images_per_s=1e3 / med,
+                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                 detections_found=int(out["boxes"].shape[0]) if out else 0)
+    if case.backend == "eager":
+        res.stages_ms, res.stage_gflops = stage_breakdown(backend.model, image, runs)
+    return res
+
+
+def stage_breakdown(model, image: torch.Tensor, runs: int) -> Tuple[Dict[str, float],
+                                                                    Dict[str, float]]:
+    """Median ms and GFLOPs of backbone, RPN, box head, DensePose head and post-processing."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..runtime.backends import flat_outputs
+    from ..runtime.predictor import Predictor
+
+    post = Predictor.__new__(Predictor)  # only its post-processing is used
+    post.cfg = model.cfg
+    post.whole_image_iuv = True
+    h, w = int(image.shape[1]), int(image.shape[2])
+
+    def stages(counters=None):
+        def run(name, fn):
+            if counters is not None:
+                with FlopCounterMode(display=False) as fc:
+                    r = fn()
+                counters[name] = fc.get_total_flops() / 1e9
+                return r
+            t0 = time.perf_counter()
+            r = fn()
+            times.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
+            return r
+
+        with torch.no_grad():
+            batch, sizes = model.preprocess([image])
+            feats = run("backbone", lambda: model.backbone(batch))
+            props = run("rpn", lambda: model.proposal_generator(feats, sizes)[0])
+            dets = run("box_head", lambda: model.roi_heads.detect(feats, props, sizes))
+            run("densepose", lambda: model.attach_densepose(feats, dets))
+            flat = flat_outputs(dets[0], model.family)
+            run("postprocess", lambda: post._postprocess(flat, (h, w), (h, w)))
+
+    times: Dict[str, List[float]] = {}
+    for _ in range(max(runs, 1)):
+        stages()
+    flops: Dict[str, float] = {}
+    stages(flops)
+    return {k: statistics.median(v) for k, v in times.items()}, flops
+
+
+# -- many cases, each in a subprocess ----------------------------------------------------------
+def run_all(families: Sequence[str], backends: Sequence[str], sizes: Sequence[Tuple[int, int]],
+            threads: Sequence[int], detections: Sequence[int], runs: int, warmup: int,
+            work_dir: Path, weights: Optional[str] = None, progress: bool = True
+            ) -> List[Result]:
+    from tqdm import tqdm
+
+    cases = [Case(b, h, w, t, d, f) for f in families for d in detections for b in backends
+             for (h, w) in sizes for t in threads]
+    artifacts: Dict[Tuple[str, int], Dict[str, Path]] = {}
+    results = []
+    for case in tqdm(cases, desc="latency", disable=not progress):
+        key = (case.family, case.detections)
+        artifact = None
+        if case.backend in EXPORTED:
+            if key not in artifacts:
+                artifacts[key] = export_artifacts(bench_model(case.family, case.detections,
+                                                              weights),
+                                                  work_dir / f"{case.family}_d{case.detections}")
+            artifact = str(artifacts[key][case.backend])
+        results.append(_run_in_subprocess(case, artifact, runs, warmup, weights))
+    return results
+
+
+def _run_in_subprocess(case: Case, artifact: Optional[str], runs: int, warmup: int,
+                       weights: Optional[str]) -> Result:
+    spec = {"case": asdict(case), "artifact": artifact, "runs": runs, "warmup": warmup,
+            "weights": weights}
+    env = dict(os.environ, OMP_NUM_THREADS=str(case.threads))
+    proc = subprocess.run([sys.executable, "-m", "amanet.benchmarks.latency", json.dumps(spec)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark case {case} failed:\n{proc.stderr[-2000:]}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    data["case"] = Case(**data["case"])
+    return Result(**data)
+
+
+# -- reports -----------------------------------------------------------------------------------
+def to_json(results: List[Result], meta: Dict[str, Any]) -> Dict[str, Any]:
+    return {"meta": meta, "results": [asdict(r) for r in results]}
+
+
+def markdown_table(results: List[Result]) -> str:
+    lines = ["| family | backend | size | threads | dets (forced/found) | median ms | p90 ms "
+             "| min ms | img/s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        c = r.case
+        lines.append(f"| {c.family} | {c.backend} | {c.height}x{c.width} | {c.threads} | "
+                     f"{c.detections}/{r.detections_found} | {r.median_ms:.1f} | {r.p90_ms:.1f} | "
+                     f"{r.min_ms:.1f} | {r.images_per_s:.2f} | {r.peak_rss_mb:.0f} |")
+    stage_rows = [r for r in results if r.stages_ms]
+    if stage_rows:
+        lines += ["", "| family | size | dets | stage | median ms | GFLOPs | GFLOP/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in stage_rows:
+            c = r.case
+            for stage, ms in r.stages_ms.items():
+                gf = r.stage_gflops.get(stage, 0.0)
+                rate = gf / (ms / 1e3) if ms > 0 else 0.0
+                lines.append(f"| {c.family} | {c.height}x{c.width} | {c.detections} | {stage} | "
+                             f"{ms:.1f} | {gf:.1f} | {rate:.1f} |")
+    return "\n".join(lines)
+
+
+def bar_chart(results: List[Result], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.case.family}\n{r.case.backend}\n{r.case.height}x{r.case.width}"
+              f"\nt{r.case.threads} d{r.case.detections}" for r in results]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(results)), 4.5))
+    colors = {"eager": "#4C72B0", "torchscript": "#55A868", "onnxruntime": "#C44E52",
+              "tensorrt": "#8172B2"}
+    ax.bar(range(len(results)), [r.median_ms for r in results],
+           color=[colors.get(r.case.backend, "gray") for r in results])
+    ax.set_xticks(range(len(results)))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("median latency (ms)")
+    ax.set_title("amanet end-to-end latency (CPU)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(current: Dict[str, Any], other: Dict[str, Any]) -> str:
+    """Ratios other/current of median latency for the cases both files hold."""
+    def key(r):
+        c = r["case"]
+        return (c["family"], c["backend"], c["height"], c["width"], c["threads"],
+                c["detections"])
+
+    theirs = {key(r): r for r in other["results"]}
+    lines = ["| case | this ms | other ms | other/this |", "|---|---|---|---|"]
+    for r in current["results"]:
+        o = theirs.get(key(r))
+        if o is None:
+            continue
+        lines.append(f"| {' '.join(map(str, key(r)))} | {r['median_ms']:.1f} | "
+                     f"{o['median_ms']:.1f} | {o['median_ms'] / r['median_ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def _worker(spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    res = time_case(Case(**spec["case"]), spec["artifact"], spec["runs"], spec["warmup"],
+                    spec.get("weights"))
+    print(json.dumps(asdict(res)))
+
+
+if __name__ == "__main__":  # the per-case subprocess
+    logging.basicConfig(level=logging.WARNING)
+    _worker(sys.argv[1])

@@ -1,0 +1,1 @@
+"""Export: TorchScript, ONNX and TensorRT artifacts of the deployable graph."""

@@ -1,0 +1,50 @@
+"""What a runtime needs to know about an exported graph, stored beside it.
+
+TorchScript keeps it as the extra file ``amanet.json``; ONNX as ``metadata_props`` key
+``amanet``; TensorRT engines as a ``<engine>.json`` side file. It carries the pre-processing
+(resize, channel order), the meaning of the outputs and the post-processing rule.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict
+
+from ..config import FAMILY_S1X, Config
+from .graph import output_names
+
+FORMAT_VERSION = 1
+GATE_COARSE_ARGMAX = 0   # s1x: foreground = argmax(coarse_segm) > 0
+GATE_MASK_SOFTMAX = 1    # AMANet: foreground = softmax(body_mask)[1] > threshold
+
+
+def graph_metadata(cfg: Config, max_detections: int = 0, ops: str = "amanet") -> Dict[str, Any]:
+    return {
+        "amanet_export_format": FORMAT_VERSION,
+        "family": cfg.family,
+        "input": {
+            "layout": "CHW", "channels": cfg.input.format.upper(), "range": "0..255",
+            "min_size_test": cfg.input.min_size_test, "max_size_test": cfg.input.max_size_test,
+            "size_divisibility": cfg.input.size_divisibility,
+            "resize": "shortest edge, PIL bilinear (Detectron2's ResizeShortestEdge)",
+        },
+        "outputs": output_names(max_detections),
+        "max_detections": max_detections,
+        "heatmap_size": cfg.densepose.heatmap_size,
+        "num_parts": cfg.densepose.num_patches + 1,
+        "gate_mode": GATE_COARSE_ARGMAX if cfg.family == FAMILY_S1X else GATE_MASK_SOFTMAX,
+        "gate_threshold": cfg.densepose.mask_gate_threshold,
+        "ops": ops,
+        "config": cfg.to_dict(),
+    }
+
+
+def dumps(meta: Dict[str, Any]) -> str:
+    return json.dumps(meta, sort_keys=True)
+
+
+def loads(text: str) -> Dict[str, Any]:
+    meta = json.loads(text)
+    if meta.get("amanet_export_format") != FORMAT_VERSION:
+        raise ValueError(f"unsupported amanet export format {meta.get('amanet_export_format')!r}"
+                         f" (expected {FORMAT_VERSION})")
+    return meta

@@ -1,0 +1,125 @@
+"""ONNX export of :class:`DeployGraph` with standard operators only.
+
+We use the TorchScript-based exporter (``dynamo=False``): the dynamo exporter fails on the
+data-dependent shapes after NMS in two-stage detectors, while the tracer keeps H, W and the
+detection count dynamic. Our ``amanet::`` ops are lowered to standard ONNX ops by
+:mod:`amanet.ops.onnx_lowering` (RoiAlign with the family's coordinate mode, NonMaxSuppression,
+plain arithmetic for the aggregation), so ONNX Runtime and TensorRT need no plugins.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Sequence, Tuple, Union
+
+import torch
+
+from ..modeling.model import DensePoseRCNN
+from ..ops.library import require_library
+from . import metadata
+from .graph import DeployGraph, output_names
+
+logger = logging.getLogger(__name__)
+MIN_OPSET = 17
+TRACE_THRESHOLD = -1.5  # score threshold while tracing (no real threshold is negative)
+METADATA_KEY = "amanet"
+
+
+def export_onnx(model: DensePoseRCNN, path: Union[str, Path], opset: int = MIN_OPSET,
+                max_detections: int = 0, example_hw: Sequence[int] = (320, 480),
+                static_hw: bool = False) -> Path:
+    """Write ``path``; H and W stay dynamic unless ``static_hw`` (then fixed to ``example_hw``)."""
+    import onnx
+
+    from ..ops.onnx_lowering import register_onnx_symbolics
+
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} < {MIN_OPSET}: RoiAlign needs >= 16 for aligned=True "
+                         "(opset 11 silently drops the half-pixel offset)")
+    require_library()
+    register_onnx_symbolics()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = DeployGraph(model.eval(), max_detections).eval()
+    example = torch.rand(3, int(example_hw[0]), int(example_hw[1])) * 255
+    names = output_names(max_detections)
+    dynamic: Dict[str, Dict[int, str]] = {}
+    if not static_hw:
+        dynamic["image"] = {1: "height", 2: "width"}
+    if max_detections <= 0:
+        dynamic.update({n: {0: "detections"} for n in names})
+    # The tracer must see detections: exporting a trace with zero RoIs crashes the exporter's
+    # shape inference (a 0/0 in a reshape). So we trace with a permissive score threshold and
+    # write the real one into its initializer afterwards.
+    threshold = graph.score_threshold.clone()
+    graph.score_threshold.fill_(TRACE_THRESHOLD)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The tracer warns about every Python int it sees; the graph is written so that
+            # the shape-dependent ones stay symbolic (tests run other sizes than the example).
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, (example,), str(path), input_names=["image"],
+                              output_names=names, dynamic_axes=dynamic or None,
+                              opset_version=opset, dynamo=False, do_constant_folding=True,
+                              keep_initializers_as_inputs=False)
+    finally:
+        graph.score_threshold.copy_(threshold)
+    proto = onnx.load(str(path))
+    _replace_threshold(proto, TRACE_THRESHOLD, float(threshold[0]))
+    meta = metadata.graph_metadata(model.cfg, max_detections)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, metadata.dumps(meta)
+    onnx.checker.check_model(proto, full_check=True)
+    proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    onnx.save(proto, str(path))
+    logger.info("wrote ONNX %s (opset %d, %d nodes)", path, opset, len(proto.graph.node))
+    return path
+
+
+def _replace_threshold(proto, traced: float, real: float) -> None:
+    """Write the real score threshold into the one ``Greater`` that compared with ``traced``."""
+    import numpy as np
+    import onnx.numpy_helper as nh
+
+    consumers = {n.input[1] for n in proto.graph.node if n.op_type == "Greater"}
+    hits = []
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output[0] in consumers:
+            value = nh.to_array(node.attribute[0].t)
+            if value.shape == (1,) and value[0] == np.float32(traced):
+                hits.append(node)
+    if len(hits) != 1:
+        raise RuntimeError(f"expected one score-threshold constant in the traced graph, found "
+                           f"{len(hits)}")
+    hits[0].attribute[0].t.CopyFrom(nh.from_array(np.array([real], np.float32)))
+
+
+def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    for p in proto.metadata_props:
+        if p.key == METADATA_KEY:
+            return metadata.loads(p.value)
+    raise ValueError(f"{path} is not an amanet ONNX export (no '{METADATA_KEY}' metadata)")
+
+
+def op_types(path: Union[str, Path]) -> Tuple[str, ...]:
+    """Every operator type in the graph, including inside subgraphs (If/Loop bodies)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    seen = set()
+
+    def walk(g):
+        for n in g.node:
+            seen.add(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}")
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    walk(a.g)
+                for sub in a.graphs:
+                    walk(sub)
+
+    walk(proto.graph)
+    return tuple(sorted(seen))

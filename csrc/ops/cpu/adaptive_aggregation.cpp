@@ -1,0 +1,180 @@
+// CPU kernels of amanet::adaptive_aggregation(_backward): one pass over F per call (see the
+// byte minimums in common/adaptive_aggregation.h). Work is split over (n, c) rows; for one row
+// the P paths are walked in order, so S[n, c, :] (and dS in backward) stays in L1/L2 while every
+// element of F, G, dG and dF is touched exactly once. Inner loops are contiguous over H*W.
+#include <ATen/AccumulateType.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+#include <tuple>
+
+#include "../adaptive_aggregation.h"
+#include "../common/adaptive_aggregation.h"
+
+namespace amanet {
+namespace {
+
+using namespace amanet::aggregation;
+
+// Elements of work per parallel chunk: enough to amortise the thread hand-off.
+constexpr int64_t kGrainElements = 32768;
+
+int64_t row_grain(int64_t elements_per_row) {
+  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_row));
+}
+
+template <typename scalar_t>
+void forward_kernel(const scalar_t* features, const scalar_t* gates, scalar_t* gated, scalar_t* summed,
+                    int64_t N, int64_t P, int64_t C, int64_t HW) {
+  at::parallel_for(0, N * C, row_grain(P * HW), [&](int64_t begin, int64_t end) {
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / C, c = nc % C;
+      scalar_t* __restrict__ s = summed + nc * HW;
+      for (int64_t p = 0; p < P; ++p) {
+        const int64_t row = (n * P + p) * C + c;
+        const scalar_t* __restrict__ f = features + row * HW;
+        const scalar_t gv = gates[row];
+        if (gated != nullptr) {
+          scalar_t* __restrict__ out = gated + row * HW;
+          if (p == 0) {
+#pragma omp simd
+            for (int64_t i = 0; i < HW; ++i) {
+              const scalar_t v = gate(f[i], gv);
+              out[i] = v;
+              s[i] = v;
+            }
+          } else {
+#pragma omp simd
+            for (int64_t i = 0; i < HW; ++i) {
+              const scalar_t v = gate(f[i], gv);
+              out[i] = v;
+              s[i] = accumulate(s[i], v);
+            }
+          }
+        } else if (p == 0) {
+#pragma omp simd
+          for (int64_t i = 0; i < HW; ++i) s[i] = gate(f[i], gv);
+        } else {
+#pragma omp simd
+          for (int64_t i = 0; i < HW; ++i) s[i] = accumulate(s[i], gate(f[i], gv));
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t, bool kSummed, bool kGated>
+void backward_kernel(const scalar_t* grad_summed, const scalar_t* grad_gated, const scalar_t* features,
+                     const scalar_t* gates, scalar_t* grad_features, scalar_t* grad_gates, int64_t N,
+                     int64_t P, int64_t C, int64_t HW) {
+  using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;  // double for float: dg sums H*W terms
+  at::parallel_for(0, N * C, row_grain(P * HW), [&](int64_t begin, int64_t end) {
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / C, c = nc % C;
+      const scalar_t* __restrict__ ds = kSummed ? grad_summed + nc * HW : nullptr;
+      for (int64_t p = 0; p < P; ++p) {
+        const int64_t row = (n * P + p) * C + c;
+        const scalar_t* __restrict__ f = features + row * HW;
+        const scalar_t* __restrict__ dgd = kGated ? grad_gated + row * HW : nullptr;
+        scalar_t* __restrict__ df = grad_features + row * HW;
+        const scalar_t gv = gates[row];
+        acc_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = 0; i < HW; ++i) {
+          scalar_t t;
+          if constexpr (kSummed && kGated) {
+            t = upstream(ds[i], dgd[i]);
+          } else if constexpr (kSummed) {
+            t = ds[i];
+          } else {
+            t = dgd[i];
+          }
+          df[i] = grad_feature(gv, t);
+          acc += grad_gate_term<scalar_t, acc_t>(f[i], t);
+        }
+        grad_gates[row] = static_cast<scalar_t>(acc);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_cpu(const at::Tensor& features_in,
+                                                            const at::Tensor& gates_in, bool need_gated) {
+  check_adaptive_aggregation_inputs(features_in, gates_in);
+  TORCH_CHECK(features_in.is_cpu(), "adaptive_aggregation (CPU kernel): features must be a CPU tensor");
+  const at::Tensor features = features_in.contiguous();
+  const at::Tensor gates = gates_in.contiguous();
+  const int64_t N = features.size(0), P = features.size(1), C = features.size(2);
+  const int64_t H = features.size(3), W = features.size(4);
+  at::Tensor summed = at::empty({N, C, H, W}, features.options());
+  at::Tensor gated = need_gated ? at::empty_like(features) : at::empty({0}, features.options());
+  if (P == 0) {
+    summed.zero_();
+    return {gated, summed};
+  }
+  if (summed.numel() == 0) return {gated, summed};
+  AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "adaptive_aggregation_cpu", [&] {
+    forward_kernel<scalar_t>(features.const_data_ptr<scalar_t>(), gates.const_data_ptr<scalar_t>(),
+                             need_gated ? gated.mutable_data_ptr<scalar_t>() : nullptr,
+                             summed.mutable_data_ptr<scalar_t>(), N, P, C, H * W);
+  });
+  return {gated, summed};
+}
+
+std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_backward_cpu(
+    const std::optional<at::Tensor>& grad_gated_in, const std::optional<at::Tensor>& grad_summed_in,
+    const at::Tensor& features_in, const at::Tensor& gates_in) {
+  check_adaptive_aggregation_inputs(features_in, gates_in);
+  check_adaptive_aggregation_grads(grad_gated_in, grad_summed_in, features_in);
+  TORCH_CHECK(features_in.is_cpu(), "adaptive_aggregation_backward (CPU kernel): features must be a CPU tensor");
+  const bool has_gated = aggregation_grad_present(grad_gated_in);
+  const bool has_summed = aggregation_grad_present(grad_summed_in);
+  if (!has_gated && !has_summed) {
+    return {at::zeros_like(features_in, at::MemoryFormat::Contiguous),
+            at::zeros_like(gates_in, at::MemoryFormat::Contiguous)};
+  }
+  const at::Tensor features = features_in.contiguous();
+  const at::Tensor gates = gates_in.contiguous();
+  const at::Tensor grad_gated = has_gated ? grad_gated_in->contiguous() : at::Tensor();
+  const at::Tensor grad_summed = has_summed ? grad_summed_in->contiguous() : at::Tensor();
+  const int64_t N = features.size(0), P = features.size(1), C = features.size(2);
+  const int64_t HW = features.size(3) * features.size(4);
+  at::Tensor grad_features = at::empty_like(features);
+  at::Tensor grad_gates = at::empty_like(gates);
+  if (features.numel() == 0) {
+    grad_gates.zero_();  // H*W == 0: every dg is an empty sum
+    return {grad_features, grad_gates};
+  }
+  AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "adaptive_aggregation_backward_cpu", [&] {
+    const scalar_t* ds = has_summed ? grad_summed.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* dg = has_gated ? grad_gated.const_data_ptr<scalar_t>() : nullptr;
+    auto run = [&](auto kernel) {
+      kernel(ds, dg, features.const_data_ptr<scalar_t>(), gates.const_data_ptr<scalar_t>(),
+             grad_features.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), N, P, C, HW);
+    };
+    if (has_summed && has_gated) {
+      run(backward_kernel<scalar_t, true, true>);
+    } else if (has_summed) {
+      run(backward_kernel<scalar_t, true, false>);
+    } else {
+      run(backward_kernel<scalar_t, false, true>);
+    }
+  });
+  return {grad_features, grad_gates};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(amanet, CPU, m) {
+  m.impl("adaptive_aggregation", TORCH_FN(adaptive_aggregation_cpu));
+  m.impl("adaptive_aggregation_backward", TORCH_FN(adaptive_aggregation_backward_cpu));
+}
+
+}  // namespace amanet

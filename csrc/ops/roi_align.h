@@ -1,0 +1,70 @@
+#pragma once
+// Host-side contract of amanet::roi_align / amanet::roi_align_backward: the input checks every
+// device kernel runs first (the per-sample math is in common/roi_align.h).
+//
+// Schemas (ops.cpp):
+//   roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height,
+//             int pooled_width, int sampling_ratio, bool aligned) -> Tensor
+//     input [N, C, H, W]; rois [K, 5] (batch_index, x1, y1, x2, y2), same floating dtype and
+//     device as input; returns [K, C, pooled_height, pooled_width] (zeros when K == 0).
+//   roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height,
+//                      int pooled_width, int batch_size, int channels, int height, int width,
+//                      int sampling_ratio, bool aligned) -> Tensor
+//     grad [K, C, pooled_height, pooled_width]; returns d input [batch_size, channels, height,
+//     width].
+// dtypes: float and double (bit-identical to torchvision's CPU kernel), half and bfloat16
+// (computed and accumulated in float).
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+namespace amanet {
+
+inline void check_roi_align_common(const char* op, const at::Tensor& rois, int64_t pooled_height,
+                                   int64_t pooled_width) {
+  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, op,
+              ": rois must be a [K, 5] tensor of (batch_index, x1, y1, x2, y2) rows, got shape ",
+              rois.sizes());
+  TORCH_CHECK(pooled_height > 0 && pooled_width > 0, op,
+              ": the output size must be positive, got pooled_height=", pooled_height,
+              ", pooled_width=", pooled_width);
+  TORCH_CHECK(at::isFloatingType(rois.scalar_type()), op, ": rois must be a floating tensor, got ",
+              rois.scalar_type());
+}
+
+inline void check_roi_align_inputs(const at::Tensor& input, const at::Tensor& rois,
+                                   int64_t pooled_height, int64_t pooled_width) {
+  TORCH_CHECK(input.dim() == 4, "roi_align: input must be a [N, C, H, W] tensor, got shape ",
+              input.sizes());
+  check_roi_align_common("roi_align", rois, pooled_height, pooled_width);
+  const auto st = input.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+              "roi_align: input must be float32, float64, float16 or bfloat16, got ", st);
+  TORCH_CHECK(rois.scalar_type() == st, "roi_align: rois dtype ", rois.scalar_type(),
+              " must match the input dtype ", st);
+  TORCH_CHECK(rois.device() == input.device(), "roi_align: rois are on ", rois.device(),
+              " but input is on ", input.device());
+}
+
+inline void check_roi_align_backward_inputs(const at::Tensor& grad, const at::Tensor& rois,
+                                            int64_t pooled_height, int64_t pooled_width,
+                                            int64_t batch_size, int64_t channels, int64_t height,
+                                            int64_t width) {
+  check_roi_align_common("roi_align_backward", rois, pooled_height, pooled_width);
+  TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0,
+              "roi_align_backward: the input size must be non-negative, got [", batch_size, ", ",
+              channels, ", ", height, ", ", width, "]");
+  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == channels &&
+                  grad.size(2) == pooled_height && grad.size(3) == pooled_width,
+              "roi_align_backward: grad must be [K, C, pooled_height, pooled_width] = [",
+              rois.size(0), ", ", channels, ", ", pooled_height, ", ", pooled_width, "], got ",
+              grad.sizes());
+  const auto st = grad.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+              "roi_align_backward: grad must be float32, float64, float16 or bfloat16, got ", st);
+  TORCH_CHECK(rois.scalar_type() == st, "roi_align_backward: rois dtype ", rois.scalar_type(),
+              " must match the grad dtype ", st);
+  TORCH_CHECK(rois.device() == grad.device(), "roi_align_backward: rois are on ", rois.device(),
+              " but grad is on ", grad.device());
+}
+
+}  // namespace amanet

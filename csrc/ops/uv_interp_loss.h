@@ -1,0 +1,49 @@
+#pragma once
+// Host-side contract of amanet::uv_interp_loss / uv_interp_loss_backward: the input checks every
+// device kernel runs first (the math itself is in common/uv_interp_loss.h).
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+namespace amanet {
+
+inline void check_uv_interp_loss_inputs(const at::Tensor& u, const at::Tensor& v, const at::Tensor& roi_index,
+                                        const at::Tensor& x, const at::Tensor& y, const at::Tensor& part,
+                                        const at::Tensor& target_u, const at::Tensor& target_v, int64_t mode,
+                                        double beta) {
+  TORCH_CHECK(u.dim() == 4, "uv_interp_loss: u must be [N, C, H, W], got a tensor of shape ", u.sizes());
+  TORCH_CHECK(v.sizes() == u.sizes(), "uv_interp_loss: v ", v.sizes(), " must have the shape of u ", u.sizes());
+  TORCH_CHECK(at::isFloatingType(u.scalar_type()), "uv_interp_loss: u must be a floating tensor, got ",
+              u.scalar_type());
+  TORCH_CHECK(v.scalar_type() == u.scalar_type(), "uv_interp_loss: v dtype ", v.scalar_type(),
+              " must match u dtype ", u.scalar_type());
+  TORCH_CHECK(u.size(2) > 0 && u.size(3) > 0, "uv_interp_loss: the grid must not be empty, got u ", u.sizes());
+  const int64_t K = roi_index.numel();
+  const std::pair<const char*, const at::Tensor*> points[] = {{"roi_index", &roi_index}, {"x", &x},
+                                                              {"y", &y},                 {"part", &part},
+                                                              {"target_u", &target_u},   {"target_v", &target_v}};
+  for (const auto& [name, t] : points) {
+    TORCH_CHECK(t->dim() == 1, "uv_interp_loss: ", name, " must be a 1-D tensor [K], got shape ", t->sizes());
+    TORCH_CHECK(t->size(0) == K, "uv_interp_loss: ", name, " has ", t->size(0), " points but roi_index has ", K);
+    TORCH_CHECK(t->device() == u.device(), "uv_interp_loss: ", name, " is on ", t->device(), " but u is on ",
+                u.device());
+  }
+  TORCH_CHECK(v.device() == u.device(), "uv_interp_loss: v is on ", v.device(), " but u is on ", u.device());
+  TORCH_CHECK(roi_index.scalar_type() == at::kLong, "uv_interp_loss: roi_index must be int64, got ",
+              roi_index.scalar_type());
+  TORCH_CHECK(part.scalar_type() == at::kLong, "uv_interp_loss: part must be int64, got ", part.scalar_type());
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"x", &x}, {"y", &y},
+                                {"target_u", &target_u}, {"target_v", &target_v}}) {
+    TORCH_CHECK(at::isFloatingType(t->scalar_type()), "uv_interp_loss: ", name,
+                " must be a floating tensor, got ", t->scalar_type());
+  }
+  TORCH_CHECK(mode == 0 || mode == 1, "uv_interp_loss: mode must be 0 (AMANet) or 1 (Detectron2), got ", mode);
+  TORCH_CHECK(beta >= 0, "uv_interp_loss: beta must be >= 0 (0 = L1), got ", beta);
+}
+
+// Coordinates and targets are computed in float64 when u is float64, else in float32 (also for
+// half / bfloat16 maps on CUDA: a 64-cell grid coordinate needs more than half's 11 bits).
+inline at::ScalarType uv_interp_loss_compute_dtype(const at::Tensor& u) {
+  return u.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+}  // namespace amanet

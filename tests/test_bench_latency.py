@@ -1,0 +1,40 @@
+"""bench/latency.py runs in its short mode (so it cannot rot) and writes its three reports."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from amanet.ops.library import load_library
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not load_library() or not hasattr(torch.ops.amanet, "nms"),
+                    reason="amanet._C with roi_align/nms is not built")
+def test_latency_quick_mode(tmp_path):
+    out = tmp_path / "bench"
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "latency.py"), "--quick",
+                          "--families", "s1x", "--out", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads((out / "latency.json").read_text())
+    backends = {r["case"]["backend"] for r in doc["results"]}
+    assert backends == {"eager", "torchscript", "onnxruntime"}
+    for r in doc["results"]:
+        assert r["median_ms"] > 0 and r["detections_found"] == r["case"]["detections"]
+    eager = [r for r in doc["results"] if r["case"]["backend"] == "eager"][0]
+    assert set(eager["stages_ms"]) == {"backbone", "rpn", "box_head", "densepose", "postprocess"}
+    assert eager["stage_gflops"]["backbone"] > 0
+    assert (out / "latency.png").stat().st_size > 1000
+    assert "| s1x | onnxruntime |" in (out / "latency.md").read_text()
+    cmp = subprocess.run([sys.executable, str(ROOT / "bench" / "latency.py"), "--quick",
+                          "--families", "s1x", "--backends", "eager", "--out",
+                          str(tmp_path / "b2"), "--compare", str(out / "latency.json")],
+                         capture_output=True, text=True, timeout=600)
+    assert cmp.returncode == 0, cmp.stderr[-2000:]
+    assert "other/this" in cmp.stdout

@@ -1,0 +1,167 @@
+"""TorchScript and ONNX exports of both families match eager PyTorch; zero detections work."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from amanet.config import load_config
+from amanet.deploy.graph import DeployGraph
+from amanet.modeling.model import build_model
+from amanet.modeling.smoke_init import smoke_init_
+from amanet.ops.library import load_library
+from amanet.runtime.backends import EagerBackend, OnnxRuntimeBackend, TorchScriptBackend
+
+pytestmark = pytest.mark.skipif(not load_library() or not hasattr(torch.ops.amanet, "nms"),
+                                reason="amanet._C with roi_align/nms is not built")
+
+DETS = 2  # the AMANet head costs ~25 GFLOP per RoI: keep CPU tests small
+
+
+def overrides(score_thresh="0.05"):
+    return ["TEST.DETECTIONS_PER_IMAGE", str(DETS), "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            score_thresh, "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "256"]
+
+
+def make_model(family, score_thresh="0.05"):
+    cfg = load_config(family, overrides(score_thresh))
+    return smoke_init_(build_model(cfg), seed=0).eval()
+
+
+def image(h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(3, h, w, generator=g) * 255
+
+
+@pytest.fixture(scope="module", params=["s1x", "amanet"])
+def exported(request, tmp_path_factory):
+    from amanet.deploy.onnx import export_onnx
+    from amanet.deploy.torchscript import export_torchscript
+
+    family = request.param
+    model = make_model(family)
+    d = tmp_path_factory.mktemp(f"export_{family}")
+    ts = export_torchscript(model, d / "model.ts")
+    ox = export_onnx(model, d / "model.onnx", example_hw=(160, 224))
+    return {"family": family, "model": model, "ts": str(ts), "onnx": str(ox), "dir": d}
+
+
+def pair_and_compare(ref, out, box_atol=0.05, score_atol=1e-4, rel=1e-3):
+    """Detections are paired by box (order may flip on near-tied scores)."""
+    assert ref["boxes"].shape == out["boxes"].shape
+    n = ref["boxes"].shape[0]
+    if n == 0:
+        return
+    dist = torch.cdist(ref["boxes"].double(), out["boxes"].double())
+    match = dist.argmin(dim=1)
+    assert sorted(match.tolist()) == list(range(n))
+    torch.testing.assert_close(out["boxes"][match], ref["boxes"], atol=box_atol, rtol=0)
+    torch.testing.assert_close(out["scores"][match], ref["scores"], atol=score_atol, rtol=0)
+    for key in ("gate", "fine_segm", "u", "v"):
+        a, b = ref[key], out[key][match]
+        scale = a.abs().max().clamp(min=1e-6)
+        assert ((a - b).abs().max() / scale) <= rel, key
+
+
+@pytest.mark.parametrize("hw", [(160, 224), (224, 288)])  # export size and another
+def test_torchscript_and_onnxruntime_match_eager(exported, hw):
+    eager = EagerBackend(exported["model"], torch.device("cpu"))
+    img = image(*hw)
+    ref = eager(img)
+    assert ref["boxes"].shape[0] == DETS
+    for backend in (TorchScriptBackend(exported["ts"], torch.device("cpu")),
+                    OnnxRuntimeBackend(exported["onnx"], ["CPUExecutionProvider"])):
+        pair_and_compare(ref, backend(img))
+
+
+def test_zero_detections_in_every_backend(exported, tmp_path):
+    from amanet.deploy.onnx import export_onnx
+    from amanet.deploy.torchscript import export_torchscript
+
+    model = make_model(exported["family"], score_thresh="1.0")
+    ts = export_torchscript(model, tmp_path / "zero.ts")
+    ox = export_onnx(model, tmp_path / "zero.onnx", example_hw=(128, 160))
+    img = image(160, 192)
+    s = model.cfg.densepose.heatmap_size
+    for backend in (EagerBackend(model, torch.device("cpu")),
+                    TorchScriptBackend(str(ts), torch.device("cpu")),
+                    OnnxRuntimeBackend(str(ox), ["CPUExecutionProvider"])):
+        out = backend(img)
+        assert out["boxes"].shape == (0, 4), backend.name
+        assert out["fine_segm"].shape == (0, 25, s, s), backend.name
+        assert out["gate"].shape == (0, 2, s, s), backend.name
+
+
+def test_onnx_uses_standard_ops_only(exported):
+    from amanet.deploy.onnx import op_types, read_metadata
+
+    ops = op_types(exported["onnx"])
+    assert all("::" not in op for op in ops), ops
+    assert "RoiAlign" in ops and "NonMaxSuppression" in ops
+    meta = read_metadata(exported["onnx"])
+    assert meta["family"] == exported["family"]
+
+
+def test_onnx_roialign_mode_follows_the_family(exported):
+    import onnx
+
+    proto = onnx.load(exported["onnx"])
+    modes = {a.s.decode() for n in proto.graph.node if n.op_type == "RoiAlign"
+             for a in n.attribute if a.name == "coordinate_transformation_mode"}
+    assert modes == {"output_half_pixel"}, modes  # both presets pool with aligned=False
+
+
+def test_torchscript_loads_without_python_model_code_or_torchvision(exported):
+    code = textwrap.dedent(f"""
+        import sys, torch
+        import amanet._C  # our op library only
+        m = torch.jit.load({exported['ts']!r})
+        out = m(torch.rand(3, 96, 128) * 255)
+        assert "torchvision" not in sys.modules, "torchvision was imported"
+        assert "amanet.modeling" not in sys.modules
+        print(len(out), tuple(out[0].shape))
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("7 ")
+
+
+def test_graph_eager_equals_model_exactly(exported):
+    graph = DeployGraph(exported["model"]).eval()
+    img = image(192, 256, seed=3)
+    with torch.no_grad():
+        ref = EagerBackend(exported["model"], torch.device("cpu"))(img)
+        out = graph(img)
+    for key, t in zip(["boxes", "scores", "classes", "gate", "fine_segm", "u", "v"], out):
+        assert torch.equal(ref[key], t), key
+
+
+def test_fixed_max_detections_pads_and_counts(exported):
+    graph = torch.jit.script(DeployGraph(exported["model"], max_detections=10).eval())
+    with torch.no_grad():
+        out = graph(image(160, 224))
+    assert out[0].shape == (10, 4) and int(out[-1][0]) == DETS
+    assert not out[0][DETS:].any()
+    np.testing.assert_array_equal(out[4].shape, (10, 25, *out[4].shape[2:]))
+
+
+def test_predictor_over_every_backend_gives_the_same_people(exported):
+    from amanet.cli import DEMO_IMAGE
+    from amanet.runtime import Predictor
+
+    eager = Predictor(exported["family"], overrides=overrides())(str(DEMO_IMAGE))
+    assert len(eager) == DETS
+    for path in (exported["ts"], exported["onnx"]):
+        pred = Predictor.from_export(path)(str(DEMO_IMAGE))
+        dist = np.abs(pred.boxes[:, None, :] - eager.boxes[None, :, :]).sum(-1)
+        match = dist.argmin(axis=0)
+        np.testing.assert_allclose(pred.boxes[match], eager.boxes, atol=0.05)
+        np.testing.assert_allclose(pred.scores[match], eager.scores, atol=1e-4)
+        same = (pred.iuv[0] == eager.iuv[0]).mean()
+        assert same >= 0.995, f"{path}: {same:.4f} of IUV labels equal"
+        for i, j in enumerate(match):
+            assert pred.charts[j].shape == eager.charts[i].shape

@@ -1,0 +1,277 @@
+"""Training: the loss decreases, resume is exact, 2-process DDP equals one process, the seed's
+``train`` / ``--eval-only`` command lines run (tiny models on the synthetic DensePose world).
+
+The seed's command lines are used as written (``--config-file configs/<seed file>.yaml
+[--num-gpus N] [--eval-only] KEY VALUE ...``, with the config's own DATASETS names, which
+``AMANET_SYNTHETIC_FALLBACK`` maps to generated synthetic sets); the appended overrides only
+shrink the model and the schedule so that everything runs in seconds on two CPU cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from amanet import cli
+from amanet.engine.train import (WarmupMultiStep, build_optimizer, last_checkpoint,
+                                 load_training_state)
+from train_fixtures import tiny_config, tiny_overrides
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools + numpy 2
+
+AMA_CFG = "configs/densepose_AMA_R_50_FPN_s1x.yaml"      # as in the seed's command lines
+S1X_CFG = "configs/densepose_rcnn_R_50_FPN_s1x.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread unless AMANET_TEST_THREADS says otherwise: on a shared 2-core host
+    OpenMP's 2 threads collapse (20x slower convolutions measured under load), 1 thread
+    costs at most 2x on an idle one. Restored afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("AMANET_TEST_THREADS", "1")))
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def synthetic_env(tmp_path_factory):
+    """Synthetic data in a private cache; DensePose-COCO names fall back to it."""
+    cache = tmp_path_factory.mktemp("amanet_cache")
+    saved = {k: os.environ.get(k) for k in ("AMANET_CACHE", "AMANET_SYNTHETIC_FALLBACK")}
+    os.environ["AMANET_CACHE"] = str(cache)
+    os.environ["AMANET_SYNTHETIC_FALLBACK"] = "6"
+    yield cache
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def run_cli(argv):
+    assert cli.main(argv) == 0, argv
+
+
+def weights(path):
+    return load_training_state(str(path))["model"]
+
+
+def metrics(out_dir):
+    with open(Path(out_dir) / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ----------------------------------------------------------------------------- schedule
+def test_warmup_multistep_schedule():
+    f = WarmupMultiStep(steps=(10, 20), gamma=0.1, warmup_factor=0.01, warmup_iters=5,
+                        warmup_method="linear")
+    assert f(0) == pytest.approx(0.01)
+    assert f(4) == pytest.approx(0.01 * 0.2 + 0.8)
+    assert f(5) == f(9) == 1.0
+    assert f(10) == pytest.approx(0.1) and f(19) == pytest.approx(0.1)
+    assert f(20) == pytest.approx(0.01)
+    c = WarmupMultiStep((10,), 0.1, 0.25, 5, "constant")
+    assert c(3) == 0.25 and c(5) == 1.0
+
+
+def test_optimizer_groups_follow_detectron2_defaults():
+    from amanet.modeling.model import build_model
+
+    cfg = tiny_config("s1x")
+    cfg.solver.bias_lr_factor, cfg.solver.weight_decay_bias = 2.0, 0.0
+    model = build_model(cfg)
+    opt = build_optimizer(model, cfg.solver)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    bias = named["roi_heads.box_predictor.cls_score.bias"]
+    weight = named["roi_heads.box_predictor.cls_score.weight"]
+    assert lr_of[id(bias)] == (0.02, 0.0)
+    assert lr_of[id(weight)] == (0.01, 1e-4)
+    frozen = named["backbone.bottom_up.stem.conv1.weight"]       # FREEZE_AT 2
+    assert not frozen.requires_grad and id(frozen) not in lr_of
+    assert opt.defaults["momentum"] == 0.9
+
+
+# ----------------------------------------------------------------------------- per-image losses
+@pytest.mark.parametrize("family", ["s1x", "amanet"])
+def test_batch_loss_is_mean_of_single_image_losses(family):
+    """The per-image normalisation behind DDP == one process, without processes."""
+    from amanet.engine.train import build_stream, initial_weights
+    from amanet.modeling.model import build_model
+    from amanet.modeling.training import TrainingModel
+
+    cfg = tiny_config(family)
+    cfg.input.min_size_train = (128,)                  # one size: no padding differences
+    cfg.datasets.train = ("synthetic_train_4_128x160",)
+    stream = build_stream(cfg, seed=3)
+    model = build_model(cfg)
+    initial_weights(model, cfg, seed=3)
+    tm = TrainingModel(model)
+    batch = stream.batch(0)
+    with torch.no_grad():
+        both = tm([s.image for s in batch], [s.targets for s in batch],
+                  [s.sample_seed for s in batch])
+        single = [tm([s.image], [s.targets], [s.sample_seed]) for s in batch]
+    for key, value in both.items():
+        mean = sum(float(s[key]) for s in single) / len(single)
+        assert float(value) == pytest.approx(mean, rel=2e-4, abs=1e-6), key
+
+
+# ----------------------------------------------------------------------------- train + resume
+@pytest.fixture(scope="module")
+def s1x_run(tmp_path_factory):
+    """The seed's training command line, s1x family: 8 iterations, checkpoint every 4."""
+    out = tmp_path_factory.mktemp("s1x_run") / "work_dirs" / "s1x"
+    run_cli(["train", "--config-file", S1X_CFG, "-q"] + tiny_overrides(
+        "s1x", str(out), max_iter=8,
+        extra=["SOLVER.CHECKPOINT_PERIOD", "4", "DATASETS.TEST", "()"]))
+    return out
+
+
+def test_training_loss_decreases(s1x_run):
+    rows = metrics(s1x_run)
+    assert [r["iteration"] for r in rows] == list(range(8))
+    total = [r["total_loss"] for r in rows]
+    first, last = sum(total[:3]) / 3, sum(total[-3:]) / 3
+    # measured (SEED 7): mean of the first 3 = 77, of the last 3 = 30 (ratio 0.39; SEED 1, 2:
+    # 0.36, 0.42); the bar is a 25 % drop
+    assert last < 0.75 * first, total
+    for r in rows:
+        assert {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_densepose_U",
+                "loss_densepose_V", "loss_densepose_I", "loss_densepose_S", "lr",
+                "time"} <= set(r)
+
+
+def test_training_artifacts(s1x_run):
+    assert (s1x_run / "loss_curve.png").stat().st_size > 1000
+    assert (s1x_run / "config.yaml").is_file()
+    assert last_checkpoint(str(s1x_run)) == str(s1x_run / "model_final.pth")
+    mid = load_training_state(str(s1x_run / "model_0000003.pth"))
+    assert mid["iteration"] == 3 and mid["seed"] == 7 and mid["amanet_format"] == 1
+    assert {"optimizer", "scheduler", "rng", "data", "config"} <= set(mid)
+    assert mid["scheduler"]["last_epoch"] == 4
+    assert {"python", "numpy", "torch"} <= set(mid["rng"][0])
+    # the final checkpoint is an ordinary model checkpoint for the Predictor
+    from amanet.runtime import Predictor
+    pred = Predictor(None, str(s1x_run / "model_final.pth"))
+    assert pred.family == "s1x"
+
+
+def test_resume_reproduces_uninterrupted_run_exactly(s1x_run, tmp_path):
+    # an "interrupted" run: only the iteration-3 checkpoint survives
+    out = tmp_path / "work_dirs" / "s1x"
+    out.mkdir(parents=True)
+    shutil.copy(s1x_run / "model_0000003.pth", out / "model_0000003.pth")
+    (out / "last_checkpoint").write_text("model_0000003.pth")
+    run_cli(["train", "--config-file", S1X_CFG, "-q", "--resume"] + tiny_overrides(
+        "s1x", str(out), max_iter=8,
+        extra=["SOLVER.CHECKPOINT_PERIOD", "4", "DATASETS.TEST", "()"]))
+    a, b = weights(s1x_run / "model_final.pth"), weights(out / "model_final.pth")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    full, resumed = metrics(s1x_run), metrics(out)
+    assert [r["iteration"] for r in resumed] == [4, 5, 6, 7]
+    for r in resumed:
+        assert r["total_loss"] == full[r["iteration"]]["total_loss"]
+    sa = load_training_state(str(s1x_run / "model_final.pth"))["optimizer"]["state"]
+    sb = load_training_state(str(out / "model_final.pth"))["optimizer"]["state"]
+    for k in sa:
+        assert torch.equal(sa[k]["momentum_buffer"], sb[k]["momentum_buffer"])
+
+
+# ----------------------------------------------------------------------------- DDP
+@pytest.fixture(scope="module")
+def ama_runs(tmp_path_factory):
+    """The seed's AMANet command line with ``--num-gpus 1`` and ``--num-gpus 2`` (2 gloo
+    processes on the CPU), same total batch, 2 iterations."""
+    root = tmp_path_factory.mktemp("ama")
+    outs = {}
+    for n in (1, 2):
+        out = root / f"x{n}"
+        run_cli(["train", "--config-file", AMA_CFG, "--num-gpus", str(n), "-q"]
+                + tiny_overrides("amanet", str(out), max_iter=2,
+                                 extra=["DATASETS.TEST", "()"]))
+        outs[n] = out
+    return outs
+
+
+def test_ddp_two_processes_equal_one_process(ama_runs):
+    one, two = weights(ama_runs[1] / "model_final.pth"), weights(ama_runs[2] / "model_final.pth")
+    start = weights_at_init("amanet")
+    moved = 0
+    for k in one:
+        assert torch.allclose(one[k], two[k], rtol=1e-4, atol=2e-6), k
+        if k in start and not torch.equal(one[k], start[k]):
+            moved += 1
+    assert moved > 50, "the weights must actually have been trained"
+    m1, m2 = metrics(ama_runs[1]), metrics(ama_runs[2])
+    for r1, r2 in zip(m1, m2):
+        assert r1["total_loss"] == pytest.approx(r2["total_loss"], rel=1e-4)
+    ck = load_training_state(str(ama_runs[2] / "model_final.pth"))
+    assert ck["world_size"] == 2 and len(ck["rng"]) == 2
+
+
+def weights_at_init(family):
+    from amanet.engine.train import initial_weights
+    from amanet.modeling.model import build_model
+
+    from amanet.config import load_config
+    cfg = load_config(AMA_CFG.split("/")[-1], tiny_overrides(family, "/tmp/unused"))
+    model = build_model(cfg)
+    initial_weights(model, cfg, seed=7)
+    return model.state_dict()
+
+
+def test_eval_only_command_line(ama_runs, capsys):
+    """``amanet train --config-file CFG --eval-only MODEL.WEIGHTS path`` on the held-out set."""
+    out = ama_runs[1]
+    capsys.readouterr()
+    run_cli(["train", "--config-file", AMA_CFG, "--eval-only", "MODEL.WEIGHTS",
+             str(out / "model_final.pth")] + tiny_overrides("amanet", str(out)))
+    summary = json.loads(capsys.readouterr().out)
+    (name, result), = summary.items()
+    assert name == "densepose_coco_2014_minival"           # the config's DATASETS.TEST
+    for key in ("densepose_GPS", "densepose_GPSm", "densepose_IOU", "bbox"):
+        assert -1.0 <= result[key]["AP"] <= 1.0
+    assert (out / "inference" / name / "densepose_results.json").is_file()
+    assert (out / "inference" / name / "metrics.json").is_file()
+
+
+@pytest.mark.skipif(os.environ.get("AMANET_SLOW_TESTS") != "1",
+                    reason="4 processes on the CPU: set AMANET_SLOW_TESTS=1")
+def test_seed_command_line_four_gpus(tmp_path):
+    """``amanet train --config-file configs/densepose_AMA_R_50_FPN_s1x.yaml --num-gpus 4
+    OUTPUT_DIR work_dirs/x`` (4 gloo processes here, one image each: IMS_PER_BATCH 4)."""
+    out = tmp_path / "work_dirs" / "x"
+    run_cli(["train", "--config-file", AMA_CFG, "--num-gpus", "4", "OUTPUT_DIR", str(out)]
+            + tiny_overrides("amanet", str(out), max_iter=2, ims_per_batch=4)[2:])
+    assert (out / "model_final.pth").is_file()
+    assert (out / "inference" / "densepose_coco_2014_minival" / "metrics.json").is_file()
+
+
+# ----------------------------------------------------------------------------- datasets
+def test_dataset_registry(tmp_path, monkeypatch):
+    from amanet.data import registry as R
+
+    spec = R.resolve_dataset("synthetic_val_2_s5_96x128")
+    recs, _ = R.load_dataset("synthetic_val_2_s5_96x128")
+    assert len(recs) == 2 and (recs[0]["height"], recs[0]["width"]) == (96, 128)
+    assert R.resolve_dataset("synthetic_val_2_s5_96x128") == spec          # cached, not redone
+    monkeypatch.delenv("AMANET_SYNTHETIC_FALLBACK")
+    monkeypatch.setenv("AMANET_DATASETS", str(tmp_path))
+    with pytest.raises(R.DatasetError, match="AMANET_SYNTHETIC_FALLBACK"):
+        R.resolve_dataset("densepose_coco_2014_train")
+    monkeypatch.setenv("AMANET_SYNTHETIC_FALLBACK", "3")
+    assert R.resolve_dataset("densepose_coco_2014_minival").name == "synthetic_val_3"
+    with pytest.raises(R.DatasetError, match="unknown dataset"):
+        R.resolve_dataset("no_such_set")
+    R.register_dataset("mine", spec.json_path, spec.image_root)
+    assert R.resolve_dataset("mine").json_path == spec.json_path
+    monkeypatch.setenv("AMANET_DATASET_REGISTRY", f"env_set={spec.json_path}:{spec.image_root}")
+    assert R.resolve_dataset("env_set").image_root == spec.image_root
