@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.deps-installed
 CSRC   := $(shell find csrc/ops -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh')
 
-.PHONY: demo test build clean
+.PHONY: demo test build clean cpp-deps
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,15 @@ build: amanet/_C.stamp
 demo: build
 	$(VENV)/bin/amanet predict --demo --out demo_out
 
-test: build
+# The C++ runtime (CMakeLists.txt; tests/test_cpp.py builds and tests it) needs OpenCV's C++
+# library: installed from Debian where missing (root here and in CI; `apt-get update` only if the
+# package list does not know it yet).
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
+cpp-deps:
+	@pkg-config --exists opencv4 2>/dev/null || { \
+	  $(APT_INSTALL) libopencv-dev || { apt-get update && $(APT_INSTALL) libopencv-dev; }; }
+
+test: build cpp-deps
 	$(PY) -m pytest tests -q -rs
 
 clean:
