@@ -159,10 +159,15 @@ def load_weights(model: torch.nn.Module, path: str) -> torch.nn.Module:
 
 
 def save_checkpoint(model: torch.nn.Module, cfg: Config, path: str,
-                    extra: Optional[Dict[str, Any]] = None) -> None:
-    """Write our own format: the state_dict plus the config that builds the model."""
-    payload = {"amanet_format": AMANET_FORMAT, "model": model.state_dict(),
-               "config": cfg.to_dict()}
+                    extra: Optional[Dict[str, Any]] = None, half: bool = False) -> None:
+    """Write our own format: the state_dict plus the config that builds the model.
+
+    ``half`` stores floating tensors as float16 (half the file; :func:`load_weights` casts them
+    back to the model's dtype, so only the weights' rounding changes: ~5e-4 relative)."""
+    state = model.state_dict()
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    payload = {"amanet_format": AMANET_FORMAT, "model": state, "config": cfg.to_dict()}
     if extra:
         payload.update(extra)
     tmp = path + ".tmp"
@@ -178,12 +183,21 @@ def config_of_checkpoint(path: str) -> Optional[Config]:
     return None if cfg_dict is None else config_from_dict(cfg_dict)
 
 
-def convert(src: str, dst: str, cfg: Config) -> None:
-    """Read a Detectron2/AMANet checkpoint, check it against ``cfg``'s model, write ours."""
+def convert(src: str, dst: str, cfg: Optional[Config] = None, half: bool = False) -> Config:
+    """Read a Detectron2/AMANet checkpoint, check it against ``cfg``'s model, write ours.
+
+    ``cfg`` may be omitted for one of our own checkpoints (a training checkpoint, for example),
+    which embeds its config; optimizer and other training state are dropped. Returns the config.
+    """
     from .modeling.model import build_model
 
+    if cfg is None:
+        cfg = config_of_checkpoint(src)
+        if cfg is None:
+            raise CheckpointError(f"{src} does not embed a config: give one (--config)")
     model = build_model(cfg)
     load_weights(model, src)
-    save_checkpoint(model, cfg, dst)
+    save_checkpoint(model, cfg, dst, half=half)
     logger.info("converted %s -> %s (family %s)", src, dst, cfg.family)
+    return cfg
 

@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from .assets import DEMO_MODEL, PHOTO, SYNTHETIC_IMAGE
 from .errors import AmanetError
 
 logger = logging.getLogger("amanet")
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 _KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$|^[A-Z][A-Z0-9_]+$")
-DEMO_IMAGE = Path(__file__).resolve().parent / "assets" / "astronaut.jpg"
 
 
 def split_overrides(tokens: Sequence[str]) -> Tuple[List[str], List[str]]:
@@ -64,26 +64,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     paths, overrides = split_overrides(args.inputs)
     overrides += list(args.opts or [])
+    config, weights = args.config, args.weights
+    # Neither a config nor weights: the bundled demo model (trained on the synthetic world).
+    use_demo_model = config is None and weights is None and args.backend == "eager"
+    if use_demo_model:
+        if not DEMO_MODEL.is_file():
+            raise AmanetError(f"the bundled demo model {DEMO_MODEL} is missing (broken install?); "
+                              "give --config and --weights")
+        weights = str(DEMO_MODEL)
     if args.demo:
-        paths.insert(0, str(DEMO_IMAGE))
+        paths.insert(0, str(SYNTHETIC_IMAGE if use_demo_model else PHOTO))
     images = expand_images(paths)
     if not images:
         raise AmanetError("no input images (give image files or folders, or --demo)")
-    config = args.config
-    if config is None and not args.weights:
-        config = "amanet"
-    if args.backend != "eager" and not args.weights:
+    if args.backend != "eager" and not weights:
         raise AmanetError(f"--backend {args.backend} needs --weights EXPORTED_MODEL")
-    if args.weights is None and args.backend == "eager":
+    if weights is None:
         # Random weights detect "people" everywhere; 10 keep the demo quick on a CPU.
         overrides = ["TEST.DETECTIONS_PER_IMAGE", "10"] + overrides
-    if args.weights is None:
         print("note: no --weights given, the model's weights are RANDOM: the output only shows "
               "that the pipeline runs, not what a trained model sees", file=sys.stderr)
+    elif use_demo_model and not args.quiet:
+        print(f"note: using the bundled demo model ({DEMO_MODEL.name}), trained on synthetic "
+              "people only: it is not meant for real photos", file=sys.stderr)
     if args.backend != "eager":
-        predictor = Predictor(None, args.weights, device=args.device, backend=args.backend)
+        predictor = Predictor(None, weights, device=args.device, backend=args.backend)
     else:
-        predictor = Predictor(config, args.weights, overrides=overrides, device=args.device)
+        predictor = Predictor(config, weights, overrides=overrides, device=args.device)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -114,8 +121,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoint import convert
     from .config import load_config
 
-    cfg = load_config(args.config, list(args.opts or []))
-    convert(args.src, args.dst, cfg)
+    if args.config is None:
+        if args.opts:
+            raise AmanetError("--opts needs --config (overrides apply to a given config)")
+        cfg = convert(args.src, args.dst, None, half=args.half)
+    else:
+        cfg = convert(args.src, args.dst, load_config(args.config, list(args.opts or [])),
+                      half=args.half)
     print(f"wrote {args.dst} ({cfg.family})")
     return 0
 
@@ -144,13 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="image files or folders, then optional Detectron2 KEY VALUE overrides")
     pr.add_argument("--config", help="preset name (amanet, s1x, densepose_AMA_R_50_FPN_s1x, "
                     "densepose_rcnn_R_50_FPN_s1x) or a Detectron2-style YAML")
-    pr.add_argument("--weights", help="checkpoint (.pkl/.pth, Detectron2 or amanet format)")
+    pr.add_argument("--weights", help="checkpoint (.pkl/.pth, Detectron2 or amanet format); "
+                    "without --config and --weights: the bundled demo model")
     pr.add_argument("--out", default="out", help="output folder (default: out)")
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--backend", default="eager",
                     choices=["eager", "torchscript", "onnxruntime", "tensorrt"],
                     help="eager (checkpoint in --weights) or an exported model in --weights")
-    pr.add_argument("--demo", action="store_true", help="add the bundled sample image")
+    pr.add_argument("--demo", action="store_true",
+                    help="add a bundled image: the synthetic one with the demo model (no --config "
+                    "and no --weights), the photo otherwise")
     pr.add_argument("--opts", nargs="+", metavar="KEY VALUE", help="config overrides")
     pr.add_argument("-q", "--quiet", action="store_true")
     pr.set_defaults(func=cmd_predict)
@@ -158,8 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("convert", help="Detectron2/AMANet checkpoint -> amanet checkpoint")
     cv.add_argument("src")
     cv.add_argument("dst")
-    cv.add_argument("--config", required=True, help="preset name or Detectron2-style YAML")
+    cv.add_argument("--config", help="preset name or Detectron2-style YAML (default: the config "
+                    "embedded in an amanet checkpoint)")
     cv.add_argument("--opts", nargs="+", metavar="KEY VALUE", help="config overrides")
+    cv.add_argument("--half", action="store_true",
+                    help="store the weights as float16 (half the file; loaded back as float32)")
     cv.set_defaults(func=cmd_convert)
 
     tr = sub.add_parser("train", help="train or evaluate (the seed's train_net.py command line)")

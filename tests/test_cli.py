@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amanet.cli import DEMO_IMAGE, main, split_overrides
+from amanet.assets import PHOTO
+from amanet.cli import main, split_overrides
 
 FAST = ["INPUT.MIN_SIZE_TEST", "320", "INPUT.MAX_SIZE_TEST", "480",
         "TEST.DETECTIONS_PER_IMAGE", "3"]
@@ -38,7 +39,7 @@ def test_predict_demo_writes_three_files(tmp_path, capsys, config):
     iuv = np.asarray(Image.open(tmp_path / "astronaut_iuv.png"))
     overlay = np.asarray(Image.open(tmp_path / "astronaut_overlay.png"))
     doc = json.loads((tmp_path / "astronaut.json").read_text())
-    photo = np.asarray(Image.open(DEMO_IMAGE))
+    photo = np.asarray(Image.open(PHOTO))
     assert iuv.shape == overlay.shape == photo.shape
     assert doc["num_detections"] == len(doc["results"]) == 3 and doc["random_weights"] is True
     fg = iuv[:, :, 0] > 0
@@ -52,7 +53,7 @@ def test_predict_demo_writes_three_files(tmp_path, capsys, config):
 def test_predict_zero_detections_and_bad_files(tmp_path):
     good = tmp_path / "in" / "photo.jpg"
     good.parent.mkdir()
-    shutil.copy(DEMO_IMAGE, good)
+    shutil.copy(PHOTO, good)
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     out = tmp_path / "out"
     code = main(["predict", str(tmp_path / "in"), "--config", "s1x", "--out", str(out), *FAST,
@@ -91,3 +92,34 @@ def test_convert_roundtrip(tmp_path):
     assert p.family == "s1x"
     sd = p.model.state_dict()
     assert all(torch.equal(sd[k], v) for k, v in state.items())
+
+
+def test_convert_half_from_embedded_config(tmp_path, capsys):
+    import torch
+
+    from amanet.checkpoint import read_checkpoint, save_checkpoint
+    from amanet.modeling.model import build_model
+    from amanet.runtime import Predictor
+    from train_fixtures import tiny_config
+
+    cfg = tiny_config("amanet")
+    model = build_model(cfg)
+    src = tmp_path / "train.pth"
+    save_checkpoint(model, cfg, str(src), extra={"optimizer": {"state": {}}, "iteration": 3})
+    dst = tmp_path / "half.pth"
+    assert main(["convert", str(src), str(dst), "--half"]) == 0
+    state, cfg_dict = read_checkpoint(str(dst))
+    assert cfg_dict is not None
+    floats = [v for v in state.values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert "optimizer" not in torch.load(dst, weights_only=True)
+    assert dst.stat().st_size < 0.6 * src.stat().st_size
+    p = Predictor(None, weights=str(dst))               # config from the file, float32 model
+    for k, v in model.state_dict().items():
+        got = p.model.state_dict()[k]
+        assert got.dtype == v.dtype
+        if v.is_floating_point():
+            torch.testing.assert_close(got, v.half().float())
+    # overrides without a config are refused with a clear message
+    assert main(["convert", str(src), str(dst), "--opts", "SEED", "1"]) == 2
+    assert "--opts needs --config" in capsys.readouterr().err

@@ -242,6 +242,26 @@ def test_amanet_rejects_decoder():
         load_config(str(AMA_YAML), ["MODEL.ROI_DENSEPOSE_HEAD.DECODER_ON", "True"])
 
 
+def test_ama_pooler_resolution_sets_the_four_paths():
+    cfg = load_config("amanet", ["MODEL.ROI_DENSEPOSE_HEAD.POOLER_RESOLUTION", "16",
+                                 "MODEL.ROI_DENSEPOSE_HEAD.HEATMAP_SIZE", "32"])
+    assert cfg.densepose.ama_pooler_resolutions == (16, 8, 8, 4)
+    assert cfg.densepose.pooler_resolution == 16
+    assert config_from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["MODEL.ROI_DENSEPOSE_HEAD.POOLER_RESOLUTION", "18"], ["POOLER_RESOLUTION=18", "multiple of 4"]),
+    (["MODEL.ROI_DENSEPOSE_HEAD.POOLER_RESOLUTION", "16"], ["HEATMAP_SIZE=64", "supported: 32"]),
+    (["densepose.ama_pooler_resolutions", "(16, 16, 8, 4)"], ["[16, 16, 8, 4]", "R/2"]),
+])
+def test_ama_pooler_resolution_errors(overrides, words):
+    with pytest.raises(ConfigError) as err:
+        load_config("amanet", overrides)
+    for w in words:
+        assert w in str(err.value)
+
+
 def test_unsupported_value_in_file_names_file_and_key(tmp_path):
     path = _write(tmp_path, "gn.yaml", f"_BASE_: {S1X_YAML}\nMODEL:\n  RESNETS:\n    NORM: GN\n")
     with pytest.raises(ConfigError) as info:

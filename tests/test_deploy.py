@@ -150,13 +150,13 @@ def test_fixed_max_detections_pads_and_counts(exported):
 
 
 def test_predictor_over_every_backend_gives_the_same_people(exported):
-    from amanet.cli import DEMO_IMAGE
+    from amanet.assets import PHOTO
     from amanet.runtime import Predictor
 
-    eager = Predictor(exported["family"], overrides=overrides())(str(DEMO_IMAGE))
+    eager = Predictor(exported["family"], overrides=overrides())(str(PHOTO))
     assert len(eager) == DETS
     for path in (exported["ts"], exported["onnx"]):
-        pred = Predictor.from_export(path)(str(DEMO_IMAGE))
+        pred = Predictor.from_export(path)(str(PHOTO))
         dist = np.abs(pred.boxes[:, None, :] - eager.boxes[None, :, :]).sum(-1)
         match = dist.argmin(axis=0)
         np.testing.assert_allclose(pred.boxes[match], eager.boxes, atol=0.05)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amanet.cli import DEMO_IMAGE
+from amanet.assets import PHOTO
 from amanet.errors import InputError
 from amanet.runtime import Prediction, Predictor
 from amanet.runtime.result import decode_png
@@ -28,7 +28,7 @@ def ama_predictor():
 
 @pytest.fixture(scope="module")
 def photo():
-    return np.asarray(Image.open(DEMO_IMAGE))[:, :, ::-1].copy()
+    return np.asarray(Image.open(PHOTO))[:, :, ::-1].copy()
 
 
 def check_prediction(pred: Prediction, hw):
@@ -65,7 +65,7 @@ def test_photo_gives_typed_results_and_coco_json(family, predictor, ama_predicto
 
 
 def test_path_and_array_inputs_agree(predictor, photo):
-    a = predictor(str(DEMO_IMAGE))
+    a = predictor(str(PHOTO))
     b = predictor(photo)
     np.testing.assert_array_equal(a.boxes, b.boxes)
 
@@ -137,7 +137,7 @@ def test_bad_files_raise_clear_errors(predictor, tmp_path):
     with pytest.raises(InputError, match="not an image"):
         predictor(str(text))
     truncated = tmp_path / "truncated.jpg"
-    truncated.write_bytes(DEMO_IMAGE.read_bytes()[:2000])
+    truncated.write_bytes(PHOTO.read_bytes()[:2000])
     with pytest.raises(InputError, match="corrupt|truncated"):
         predictor(str(truncated))
     with pytest.raises(InputError, match="directory"):

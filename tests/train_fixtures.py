@@ -32,7 +32,7 @@ def tiny_config(family: str, out_dir: str = "", ims_per_batch: int = 2, max_iter
     dp.conv_head_dim, dp.num_stacked_convs = 32, 2
     if family == "amanet":
         dp.ama_pooler_resolutions = (16, 8, 8, 4)   # 32 x 32 outputs
-        dp.heatmap_size = 32
+        dp.pooler_resolution, dp.heatmap_size = 16, 32
     else:
         dp.decoder_conv_dims = dp.decoder_num_classes = 32
         dp.pooler_resolution, dp.heatmap_size = 14, 56
@@ -127,7 +127,7 @@ def tiny_overrides(family: str, out_dir: str, max_iter: int = 2, ims_per_batch: 
           "SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm",
           "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "1.0", "SEED", "7"]
     if family == "amanet":
-        ov += ["densepose.ama_pooler_resolutions", "(16, 8, 8, 4)",
+        ov += ["MODEL.ROI_DENSEPOSE_HEAD.POOLER_RESOLUTION", "16",
                "MODEL.ROI_DENSEPOSE_HEAD.HEATMAP_SIZE", "32"]
     else:
         ov += ["MODEL.ROI_DENSEPOSE_HEAD.DECODER_CONV_DIMS", "32",

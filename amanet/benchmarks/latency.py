@@ -72,8 +72,8 @@ def bench_image(height: int, width: int) -> torch.Tensor:
     """The bundled photo stretched to ``[3, H, W]`` float (BGR, 0..255)."""
     from PIL import Image
 
-    from ..cli import DEMO_IMAGE
-    rgb = Image.open(DEMO_IMAGE).convert("RGB").resize((width, height), Image.BILINEAR)
+    from ..assets import PHOTO
+    rgb = Image.open(PHOTO).convert("RGB").resize((width, height), Image.BILINEAR)
     bgr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1].transpose(2, 0, 1))
     return torch.from_numpy(bgr).float()
 

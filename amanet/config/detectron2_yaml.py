@@ -585,6 +585,12 @@ def _apply_key(cfg: Config, key: str, value: Any) -> None:
                           f"to {_family_of(value)!r}; pass it to load_config() so that "
                           "the right preset is used")
     _set_field(cfg, path, value)
+    if key == _DP + "POOLER_RESOLUTION" and cfg.family == FAMILY_AMANET:
+        # The AMA head pools p2..p5 at R, R/2, R/2, R/4 (the fork: 32, 16, 16, 8).
+        if value < 4 or value % 4:
+            raise ConfigError(f"{key}={value} is not supported with DensePoseAMAHead; "
+                              "supported: a multiple of 4 (p2..p5 are pooled at R, R/2, R/2, R/4)")
+        cfg.densepose.ama_pooler_resolutions = (value, value // 2, value // 2, value // 4)
 
 
 def _apply_flat(cfg: Config, flat: Mapping[str, Any]) -> None:
@@ -637,6 +643,15 @@ def _finalize(cfg: Config) -> Config:
         if dp.decoder_on:
             raise ConfigError(f"{_DP}DECODER_ON=True is not supported with {dp.name}; "
                               "supported: False")
+        r = tuple(dp.ama_pooler_resolutions)
+        if len(r) != 4 or r != (r[0], r[0] // 2, r[0] // 2, r[0] // 4) or r[0] % 4:
+            raise ConfigError(f"densepose.ama_pooler_resolutions={list(r)} is not supported; "
+                              "supported: [R, R/2, R/2, R/4] with R a multiple of 4")
+        if dp.heatmap_size != 2 * r[0]:
+            raise ConfigError(f"{_DP}HEATMAP_SIZE={dp.heatmap_size} is not supported with "
+                              f"{_DP}POOLER_RESOLUTION={r[0]} and {dp.name}; supported: "
+                              f"{2 * r[0]} (the head up-samples p2's RoI features 2x)")
+        dp.pooler_resolution = r[0]      # one spelling of the same number
         if tuple(cfg.roi_heads.in_features) != ("p2", "p3", "p4", "p5"):
             raise ConfigError(f"MODEL.ROI_HEADS.IN_FEATURES={list(cfg.roi_heads.in_features)} is "
                               f"not supported with {dp.name}; supported: ['p2', 'p3', 'p4', 'p5']")
@@ -646,9 +661,11 @@ def _finalize(cfg: Config) -> Config:
                           f"it lacks {missing}; supported: a list containing {list(_RES_STAGES)} "
                           "(the FPN inputs)")
     if bb.depth in (18, 34):
-        if bb.res2_out_channels != 64:
+        # Detectron2 requires 64; narrower multiples of 8 are our extension for small models.
+        if bb.res2_out_channels > 64 or bb.res2_out_channels % 8:
             raise ConfigError(f"MODEL.RESNETS.RES2_OUT_CHANNELS={bb.res2_out_channels} is not "
-                              f"supported with MODEL.RESNETS.DEPTH={bb.depth}; supported: 64")
+                              f"supported with MODEL.RESNETS.DEPTH={bb.depth}; supported: 64 "
+                              "(Detectron2) or a narrower multiple of 8")
         if bb.res5_dilation != 1 or bb.num_groups != 1:
             raise ConfigError(f"MODEL.RESNETS.RES5_DILATION={bb.res5_dilation}, NUM_GROUPS="
                               f"{bb.num_groups} is not supported with MODEL.RESNETS.DEPTH="

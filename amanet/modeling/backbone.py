@@ -103,7 +103,7 @@ class ResNet(nn.Module):
         self.out_channels: Dict[str, int] = {}
         self.strides: Dict[str, int] = {}
         bottleneck = cfg.num_groups * cfg.width_per_group
-        out_ch = cfg.res2_out_channels if cfg.depth >= 50 else 64
+        out_ch = cfg.res2_out_channels
         in_ch = cfg.stem_out_channels
         for idx, num_blocks in enumerate(_BLOCKS_PER_STAGE[cfg.depth]):
             name = f"res{idx + 2}"
