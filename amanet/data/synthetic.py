@@ -363,31 +363,21 @@ class TemplateGeodesics:
                          s.neck_radius))
         P["head"].cap = (np.array([0.0, -1.0, 0.0]),
                          math.atan(math.tan(alpha) * math.cos(math.pi / n_neck)) - 1e-9)
+
+        def limb(trunk, cx, upper, lower, end, names):
+            """trunk disk hole <-> upper tube <-> lower tube <-> end tube <-> end cap."""
+            up, low, end_tube, end_cap = (P[k] for k in names)
+            n = ring(upper[0], trunk, disk_at(cx, 0, upper[0], -1), up, tube_at(0.0))
+            trunk.holes.append((cx, 0.0, upper[0] * math.cos(math.pi / n) - 1e-9, upper[0]))
+            ring(upper[1], up, tube_at(upper[2]), low, tube_at(0.0))
+            ring(lower[1], low, tube_at(lower[2]), end_tube, tube_at(0.0))
+            ring(end[0], end_tube, tube_at(end[1]), end_cap, cap_rim())
+
         for side, sx in (("r", -1.0), ("l", 1.0)):
-            # leg: bottom disk hole <-> upper leg top ring
-            cxl = sx * s.leg_hole_x
-            n = ring(s.upper_leg[0], tb, disk_at(cxl, 0, s.upper_leg[0], -1), P[f"ul_{side}"],
-                     tube_at(0.0))
-            tb.holes.append((cxl, 0.0, s.upper_leg[0] * math.cos(math.pi / n) - 1e-9,
-                             s.upper_leg[0]))
-            ring(s.upper_leg[1], P[f"ul_{side}"], tube_at(s.upper_leg[2]), P[f"ll_{side}"],
-                 tube_at(0.0))
-            ring(s.lower_leg[1], P[f"ll_{side}"], tube_at(s.lower_leg[2]),
-                 P[f"foot_{side}_tube"], tube_at(0.0))
-            ring(s.foot[0], P[f"foot_{side}_tube"], tube_at(s.foot[1]), P[f"foot_{side}_cap"],
-                 cap_rim())
-            # arm: top disk hole <-> upper arm top ring
-            cxa = sx * s.arm_hole_x
-            n = ring(s.upper_arm[0], tt, disk_at(cxa, 0, s.upper_arm[0], -1), P[f"ua_{side}"],
-                     tube_at(0.0))
-            tt.holes.append((cxa, 0.0, s.upper_arm[0] * math.cos(math.pi / n) - 1e-9,
-                             s.upper_arm[0]))
-            ring(s.upper_arm[1], P[f"ua_{side}"], tube_at(s.upper_arm[2]), P[f"la_{side}"],
-                 tube_at(0.0))
-            ring(s.lower_arm[1], P[f"la_{side}"], tube_at(s.lower_arm[2]),
-                 P[f"hand_{side}_tube"], tube_at(0.0))
-            ring(s.hand[0], P[f"hand_{side}_tube"], tube_at(s.hand[1]), P[f"hand_{side}_cap"],
-                 cap_rim())
+            limb(tb, sx * s.leg_hole_x, s.upper_leg, s.lower_leg, s.foot,
+                 (f"ul_{side}", f"ll_{side}", f"foot_{side}_tube", f"foot_{side}_cap"))
+            limb(tt, sx * s.arm_hole_x, s.upper_arm, s.lower_arm, s.hand,
+                 (f"ua_{side}", f"la_{side}", f"hand_{side}_tube", f"hand_{side}_cap"))
         # cones: the small end blocks straight paths (they wrap along it via its nodes)
         for p in P.values():
             if p.kind == "tube" and abs(p.p["r1"] - p.p["r0"]) > 1e-12:

@@ -223,12 +223,7 @@ def _lower_box_frame(g, b: _G, fine, gate, u, v, boxes, rank, n_boxes, s_h, s_w,
     outs = [c("Concat", packed, c("Reshape", chart, c.i64([-1])), axis_i=0)]
 
     if whole_image:
-        yy = c("Sub", c("Range", c.i64(0), height, c.i64(1)), by)  # chart row of image row y
-        xx = c("Sub", c("Range", c.i64(0), width, c.i64(1)), bx)
-        in_y = c("And", c("GreaterOrEqual", yy, c.i64(0)), c("Less", yy, bh))
-        in_x = c("And", c("GreaterOrEqual", xx, c.i64(0)), c("Less", xx, bw))
-        yy = c("Max", c("Min", yy, c("Sub", bh, c.i64(1))), c.i64(0))
-        xx = c("Max", c("Min", xx, c("Sub", bw, c.i64(1))), c.i64(0))
+        yy, xx, in_y, in_x = _box_grid(c, height, width, bx, by, bw, bh)
         full = c("Gather", c("Gather", chart, yy, axis_i=1), xx, axis_i=2)          # [3, H, W]
         lab_full = c("Gather", c("Gather", label, yy, axis_i=0), xx, axis_i=1)       # [H, W]
         rank_n = c("Gather", rank, it, axis_i=0)
@@ -243,6 +238,19 @@ def _lower_box_frame(g, b: _G, fine, gate, u, v, boxes, rank, n_boxes, s_h, s_w,
 
     loop_values = list(loop) if isinstance(loop, (list, tuple)) else [loop]
     return loop_values[0], (loop_values[1] if whole_image else None)
+
+
+def _box_grid(c: _G, height, width, bx, by, bw, bh):
+    """For a box at ``(bx, by)`` of ``bw x bh`` chart pixels: the chart row of every image row and
+    the chart column of every image column, clamped into the chart, and whether each row / column
+    falls inside the box: ``(yy [H], xx [W], in_y [H], in_x [W])``."""
+    yy = c("Sub", c("Range", c.i64(0), height, c.i64(1)), by)
+    xx = c("Sub", c("Range", c.i64(0), width, c.i64(1)), bx)
+    in_y = c("And", c("GreaterOrEqual", yy, c.i64(0)), c("Less", yy, bh))
+    in_x = c("And", c("GreaterOrEqual", xx, c.i64(0)), c("Less", xx, bw))
+    yy = c("Max", c("Min", yy, c("Sub", bh, c.i64(1))), c.i64(0))
+    xx = c("Max", c("Min", xx, c("Sub", bw, c.i64(1))), c.i64(0))
+    return yy, xx, in_y, in_x
 
 
 def _lower_image_frame(g, b: _G, fine, gate, u, v, boxes, rank, n_boxes, s_h, s_w, height, width,
@@ -272,12 +280,7 @@ def _lower_image_frame(g, b: _G, fine, gate, u, v, boxes, rank, n_boxes, s_h, s_
 
     box = c("Gather", boxes, it, axis_i=0)
     bx, by, bw, bh = (c.take(box, i) for i in range(4))
-    yy = c("Sub", c("Range", c.i64(0), height, c.i64(1)), by)     # chart row of each image row
-    xx = c("Sub", c("Range", c.i64(0), width, c.i64(1)), bx)
-    in_y = c("And", c("GreaterOrEqual", yy, c.i64(0)), c("Less", yy, bh))
-    in_x = c("And", c("GreaterOrEqual", xx, c.i64(0)), c("Less", xx, bw))
-    yy = c("Max", c("Min", yy, c("Sub", bh, c.i64(1))), c.i64(0))
-    xx = c("Max", c("Min", xx, c("Sub", bw, c.i64(1))), c.i64(0))
+    yy, xx, in_y, in_x = _box_grid(c, height, width, bx, by, bw, bh)
     ty = _taps(c, yy, bh, s_h)
     tx = _taps(c, xx, bw, s_w)
     ty = ty[:3] + tuple(c.unsq(t, [1]) for t in ty[3:])             # row weights as [H, 1]
