@@ -243,8 +243,6 @@ def test_eval_only_command_line(ama_runs, capsys):
     assert (out / "inference" / name / "metrics.json").is_file()
 
 
-@pytest.mark.skipif(os.environ.get("AMANET_SLOW_TESTS") != "1",
-                    reason="4 processes on the CPU: set AMANET_SLOW_TESTS=1")
 def test_seed_command_line_four_gpus(tmp_path):
     """``amanet train --config-file configs/densepose_AMA_R_50_FPN_s1x.yaml --num-gpus 4
     OUTPUT_DIR work_dirs/x`` (4 gloo processes here, one image each: IMS_PER_BATCH 4)."""
