@@ -20,7 +20,8 @@ def test_bench_ops_quick_prints_table():
     out = proc.stdout
     assert "| case | shape | fused ms | reference ms | speed-up |" in out
     assert "memcpy" in out
-    for row in ("aggregation fwd, S only", "aggregation fwd+bwd, grads of G and S", "UV loss fwd+bwd"):
+    for row in ("aggregation fwd, S only", "aggregation fwd+bwd, grads of S and stage sums (AMA training)",
+                "aggregation fwd+bwd, grads of S and every G", "UV loss fwd+bwd"):
         assert f"| {row}" in out, out
     rows = [line for line in out.splitlines() if line.startswith("| aggregation") or line.startswith("| UV")]
     assert all(line.count("|") == 9 for line in rows)

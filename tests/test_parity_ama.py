@@ -70,14 +70,16 @@ def ama_run(ama_fixture, ama_models):
     with torch.no_grad():
         u = head.upsampled_paths(x)
         gates = head.path_gates(u)
-        head_out, gated = head(x)
+        head_out, stages = head(x)
+        gated, _ = adaptive_aggregation_reference(u, gates, 1)
         w_gen = pred.generate_surface_weights(bbox_params)
-        unfolded = pred(head_out, gated, bbox_params, with_keypoints=True)
-        inter = pred.forward_intermediate(head_out, gated, bbox_params)
+        unfolded = pred(head_out, stages, bbox_params, with_keypoints=True)
+        inter = pred.forward_intermediate(head_out, stages, bbox_params)
         pred.fold(bbox_params)
         folded = pred(head_out, with_keypoints=True)
         pred.unfold()
-    return {"u": u, "gates": gates, "head_out": head_out, "gated": gated, "w_gen": w_gen,
+    return {"u": u, "gates": gates, "head_out": head_out, "gated": gated.unbind(1), "stages": stages,
+            "w_gen": w_gen,
             "unfolded": unfolded, "folded": folded, "inter": inter}
 
 
@@ -114,8 +116,10 @@ def test_head_gated_paths_and_output(ama_fixture, ama_run):
         _stats_err(g, stats)
     g = ama_run["gated"]
     _stats_err(g[0] + g[1] + g[2] + g[3], ref["gated_sum_stats"])
-    _stats_err(g[0] + g[1], ref["inter_features_stats"][0])
-    _stats_err(g[2] + g[3], ref["inter_features_stats"][1])
+    # the head's own outputs for the intermediate stages: G1 + G2, G3 + G4
+    assert len(ama_run["stages"]) == 2
+    _stats_err(ama_run["stages"][0], ref["inter_features_stats"][0])
+    _stats_err(ama_run["stages"][1], ref["inter_features_stats"][1])
     _stats_err(ama_run["head_out"], ref["output_stats"])
 
 
@@ -203,11 +207,11 @@ def test_small_model_shapes_and_zero_rois():
     head, pred, bbox_params = _small_models(0)
     for n in (2, 0):
         with torch.no_grad():
-            head_out, gated = head(_small_inputs(n))
-            out = pred(head_out, gated, bbox_params, with_keypoints=True)
-            inter = pred.forward_intermediate(head_out, gated, bbox_params)
+            head_out, stages = head(_small_inputs(n))
+            out = pred(head_out, stages, bbox_params, with_keypoints=True)
+            inter = pred.forward_intermediate(head_out, stages, bbox_params)
         assert head_out.shape == (n, 16, 16, 16)
-        assert [tuple(g.shape) for g in gated] == [(n, 16, 16, 16)] * 4
+        assert [tuple(s.shape) for s in stages] == [(n, 16, 16, 16)] * 2
         channels = {"ann_index": 15, "index_uv": 25, "u": 25, "v": 25, "m": 2, "k": 17}
         assert {k: tuple(v.shape) for k, v in out.items()} == {k: (n, c, 16, 16) for k, c in channels.items()}
         assert [tuple(s["body_mask"].shape) for s in inter] == [(n, 2, 16, 16)] * 2
@@ -217,10 +221,10 @@ def test_small_model_shapes_and_zero_rois():
 def test_forward_train_matches_forward(tmp_path):
     head, pred, bbox_params = _small_models(1)
     with torch.no_grad():
-        head_out, gated = head(_small_inputs(2))
-        main, inter = pred.forward_train(head_out, gated, bbox_params)
+        head_out, stages = head(_small_inputs(2))
+        main, inter = pred.forward_train(head_out, stages, bbox_params)
         ref_main = pred(head_out, bbox_params=bbox_params, with_keypoints=True)
-        ref_inter = pred.forward_intermediate(head_out, gated, bbox_params)
+        ref_inter = pred.forward_intermediate(head_out, stages, bbox_params)
     for k in ref_main:
         torch.testing.assert_close(main[k], ref_main[k])
     for stage, ref_stage in zip(inter, ref_inter):
@@ -260,7 +264,7 @@ def test_torchscript_roundtrip(tmp_path):
         # zero RoIs through the scripted modules
         z_out, z_gated = s_head(_small_inputs(0))
         z_res = s_pred(z_out, None, None, False)
-    assert z_out.shape == (0, 16, 16, 16) and len(z_gated) == 4
+    assert z_out.shape == (0, 16, 16, 16) and len(z_gated) == 2
     assert z_res["index_uv"].shape == (0, 25, 16, 16) and "k" not in z_res
 
 

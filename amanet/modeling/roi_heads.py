@@ -119,7 +119,7 @@ class DensePoseROIHeads(nn.Module):
     def densepose_from_pooled(self, pooled, unfolded: bool = False) -> DensePoseOutputs:
         if self.family == FAMILY_S1X:
             return self.densepose_predictor(self.densepose_head(pooled))
-        head_out, _ = self.densepose_head(list(pooled), return_gated=False)  # G: training only
+        head_out, _ = self.densepose_head(list(pooled), return_stages=False)  # stages: training only
         folded = self.densepose_predictor.folded and not unfolded
         bbox_params = None if folded else self.bbox_params()
         out = self.densepose_predictor(head_out, bbox_params=bbox_params, use_folded=not unfolded)

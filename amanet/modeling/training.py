@@ -408,9 +408,9 @@ class TrainingModel(nn.Module):
             out = rh.densepose_predictor(rh.densepose_head(pooled))
             return {"u": out["u"], "v": out["v"], "fine_segm": out["fine_segm"],
                     "coarse": out["coarse_segm"]}, []
-        head_out, gated = rh.densepose_head(list(pooled))
+        head_out, stages = rh.densepose_head(list(pooled))
         main, inter = rh.densepose_predictor.forward_train(
-            head_out, gated, rh.bbox_params(), with_keypoints=self.cfg.densepose.kpt_on)
+            head_out, stages, rh.bbox_params(), with_keypoints=self.cfg.densepose.kpt_on)
         outputs = {"u": main["u"], "v": main["v"], "fine_segm": main["index_uv"],
                    "coarse": main["ann_index"], "body_mask": main["m"]}
         if "k" in main:

@@ -199,29 +199,39 @@ def _aggregation_cases(quick: bool) -> List[Case]:
         g = torch.rand(n, p, c, generator=gen)
         fr, gr = f.clone().requires_grad_(), g.clone().requires_grad_()
         d_s = torch.randn(n, c, h, w, generator=gen)
-        d_g = torch.randn(n, p, c, h, w, generator=gen)
+        # upstream gradients of the group sums, per group size (1: G itself, 2: the AMA stages)
+        d_r = {k: torch.randn(n, p // k, c, h, w, generator=gen) for k in (1, 2)}
         e = f.element_size()
         x, y, npc = f.numel(), d_s.numel(), g.numel()
 
-        def fwd_bwd(fn, need_gated, fr=fr, gr=gr, d_s=d_s, d_g=d_g):
-            gated, summed = fn(fr, gr, need_gated)
-            if need_gated:
-                return torch.autograd.grad([summed, gated], [fr, gr], [d_s, d_g])
+        def fwd_bwd(fn, group_size, fr=fr, gr=gr, d_s=d_s, d_r=d_r):
+            groups, summed = fn(fr, gr, group_size)
+            if group_size:
+                return torch.autograd.grad([summed, groups], [fr, gr], [d_s, d_r[group_size]])
             return torch.autograd.grad([summed], [fr, gr], [d_s])
+
+        def fwd_bytes(r):
+            return e * (x + npc + r + y)
+
+        def bwd_bytes(r):
+            return e * (2 * x + y + r + 2 * npc)
 
         cases += [
             Case("aggregation", "aggregation fwd, S only (inference)", shape,
-                 lambda f=f, g=g: fused_op(f, g, False), lambda f=f, g=g: reference(f, g),
-                 e * (x + npc + y), "ref materialises G"),
-            Case("aggregation", "aggregation fwd, G + S", shape,
-                 lambda f=f, g=g: fused_op(f, g, True), lambda f=f, g=g: reference(f, g),
-                 e * (2 * x + npc + y)),
-            Case("aggregation", "aggregation fwd+bwd, grads of G and S (training)", shape,
-                 lambda fb=fwd_bwd: fb(fused_op, True), lambda fb=fwd_bwd: fb(reference, True),
-                 e * ((2 * x + npc + y) + (3 * x + y + 2 * npc))),
+                 lambda f=f, g=g: fused_op(f, g, 0), lambda f=f, g=g: reference(f, g, 0),
+                 fwd_bytes(0), "ref materialises G"),
+            Case("aggregation", "aggregation fwd, S + stage sums G1+G2, G3+G4", shape,
+                 lambda f=f, g=g: fused_op(f, g, 2), lambda f=f, g=g: reference(f, g, 2),
+                 fwd_bytes(x // 2)),
+            Case("aggregation", "aggregation fwd+bwd, grads of S and stage sums (AMA training)", shape,
+                 lambda fb=fwd_bwd: fb(fused_op, 2), lambda fb=fwd_bwd: fb(reference, 2),
+                 fwd_bytes(x // 2) + bwd_bytes(x // 2), "what the AMA head runs in training"),
+            Case("aggregation", "aggregation fwd+bwd, grads of S and every G (group_size 1)", shape,
+                 lambda fb=fwd_bwd: fb(fused_op, 1), lambda fb=fwd_bwd: fb(reference, 1),
+                 fwd_bytes(x) + bwd_bytes(x), "G itself out: no model uses this"),
             Case("aggregation", "aggregation fwd+bwd, grad of S only", shape,
-                 lambda fb=fwd_bwd: fb(fused_op, False), lambda fb=fwd_bwd: fb(reference, True),
-                 e * ((x + npc + y) + (2 * x + y + 2 * npc)), "ref: G unused"),
+                 lambda fb=fwd_bwd: fb(fused_op, 0), lambda fb=fwd_bwd: fb(reference, 0),
+                 fwd_bytes(0) + bwd_bytes(0), "ref: G unused"),
             Case("aggregation", "GAP: torch mean over H, W (kept in torch)", shape,
                  None, lambda f=f: f.mean((3, 4)), e * (x + npc), "torch; no channel_mean op"),
         ]

@@ -81,11 +81,13 @@ def nms_opset11(g, boxes, scores, iou_threshold):
     return g.op("Gather", selected, _const(g, 2, torch.int64), axis_i=1)                    # [M]
 
 
-# --- amanet::adaptive_aggregation -> Unsqueeze, Mul, ReduceSum ---------------------------------
+# --- amanet::adaptive_aggregation -> Unsqueeze, Mul, ReduceSum (Slice, Concat) ----------------
 #
 # G = features * Unsqueeze(gates, [3, 4]); S = ReduceSum(G, axes=[1], keepdims=0): the op's
-# math, in the op's order (S sums the paths p = 0, 1, ...). need_gated=False returns an empty
-# [0] tensor of features' dtype for G like the op; the graph still computes G as an
+# math, in the op's order (S sums the paths p = 0, 1, ...). Group sums: G itself for
+# group_size 1; else one ReduceSum per group of paths (Slice on axis 1, keepdims=1) concatenated
+# on axis 1, which needs P known when exporting (the model's P = 4 always is). group_size 0
+# returns an empty [0] tensor of features' dtype like the op; the graph still computes G as an
 # intermediate (ONNX has no fused form), which an ONNX runtime may fuse itself.
 
 def _dtype_of(value, default=torch.float32):
@@ -93,13 +95,31 @@ def _dtype_of(value, default=torch.float32):
     return scalar_type.dtype() if scalar_type is not None else default
 
 
-@sym_help.parse_args("v", "v", "b")
-def adaptive_aggregation_opset13(g, features, gates, need_gated):
+def _group_sums(g, gated, features, group_size):
+    sizes = sym_help._get_tensor_sizes(features)
+    paths = sizes[1] if sizes is not None and len(sizes) == 5 else None
+    if not isinstance(paths, int):
+        raise RuntimeError("amanet::adaptive_aggregation ONNX export: group_size "
+                           f"{group_size} needs the number of paths (dim 1 of features) fixed when exporting")
+    if paths % group_size != 0:
+        raise RuntimeError(f"amanet::adaptive_aggregation ONNX export: group_size {group_size} "
+                           f"does not divide P = {paths}")
+    axis = _const(g, [1], torch.int64)
+    parts = [g.op("ReduceSum", g.op("Slice", gated, _const(g, [k], torch.int64),
+                                    _const(g, [k + group_size], torch.int64), axis), axis, keepdims_i=1)
+             for k in range(0, paths, group_size)]
+    return parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis_i=1)
+
+
+@sym_help.parse_args("v", "v", "i")
+def adaptive_aggregation_opset13(g, features, gates, group_size):
     gated = g.op("Mul", features, g.op("Unsqueeze", gates, _const(g, [3, 4], torch.int64)))
     summed = g.op("ReduceSum", gated, _const(g, [1], torch.int64), keepdims_i=0)
-    if not need_gated:
-        gated = g.op("Constant", value_t=torch.empty(0, dtype=_dtype_of(features)))
-    return gated, summed
+    if group_size == 0:
+        return g.op("Constant", value_t=torch.empty(0, dtype=_dtype_of(features))), summed
+    if group_size == 1:
+        return gated, summed
+    return _group_sums(g, gated, features, group_size), summed
 
 
 # --- amanet::uv_interp_loss -> Floor, Min/Max, Gather, Where, ReduceSum ---------------------

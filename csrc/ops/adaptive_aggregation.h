@@ -1,13 +1,16 @@
 #pragma once
 // Host-side contract of amanet::adaptive_aggregation / adaptive_aggregation_backward: the input
-// checks every device kernel runs first (the math itself is in common/adaptive_aggregation.h).
+// checks every device kernel runs first and the output shapes (the math itself is in
+// common/adaptive_aggregation.h).
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 #include <optional>
+#include <vector>
 
 namespace amanet {
 
-inline void check_adaptive_aggregation_inputs(const at::Tensor& features, const at::Tensor& gates) {
+inline void check_adaptive_aggregation_inputs(const at::Tensor& features, const at::Tensor& gates,
+                                              int64_t group_size) {
   TORCH_CHECK(features.dim() == 5,
               "adaptive_aggregation: features must be [N, P, C, H, W], got a tensor of shape ",
               features.sizes());
@@ -25,16 +28,28 @@ inline void check_adaptive_aggregation_inputs(const at::Tensor& features, const 
               features.scalar_type());
   TORCH_CHECK(gates.device() == features.device(), "adaptive_aggregation: gates are on ", gates.device(),
               " but features are on ", features.device());
+  TORCH_CHECK(group_size >= 0 && (group_size == 0 || features.size(1) % group_size == 0),
+              "adaptive_aggregation: group_size must be 0 (no group sums) or divide the number of paths P = ",
+              features.size(1), ", got ", group_size);
 }
 
-inline void check_adaptive_aggregation_grads(const std::optional<at::Tensor>& grad_gated,
+// [N, P / group_size, C, H, W]: the shape of the group sums (group_size > 0).
+inline std::vector<int64_t> aggregation_groups_shape(const at::Tensor& features, int64_t group_size) {
+  return {features.size(0), features.size(1) / group_size, features.size(2), features.size(3),
+          features.size(4)};
+}
+
+inline void check_adaptive_aggregation_grads(const std::optional<at::Tensor>& grad_groups,
                                              const std::optional<at::Tensor>& grad_summed,
-                                             const at::Tensor& features) {
-  if (grad_gated.has_value() && grad_gated->defined()) {
-    TORCH_CHECK(grad_gated->sizes() == features.sizes(), "adaptive_aggregation_backward: grad_gated ",
-                grad_gated->sizes(), " must match features ", features.sizes());
-    TORCH_CHECK(grad_gated->scalar_type() == features.scalar_type() && grad_gated->device() == features.device(),
-                "adaptive_aggregation_backward: grad_gated must have the dtype and device of features");
+                                             const at::Tensor& features, int64_t group_size) {
+  if (grad_groups.has_value() && grad_groups->defined() && grad_groups->numel() > 0) {
+    TORCH_CHECK(group_size > 0,
+                "adaptive_aggregation_backward: grad_groups given but group_size is 0 (no group sums)");
+    const auto expected = aggregation_groups_shape(features, group_size);
+    TORCH_CHECK(grad_groups->sizes() == at::IntArrayRef(expected), "adaptive_aggregation_backward: grad_groups ",
+                grad_groups->sizes(), " must be [N, P / group_size, C, H, W] = ", at::IntArrayRef(expected));
+    TORCH_CHECK(grad_groups->scalar_type() == features.scalar_type() && grad_groups->device() == features.device(),
+                "adaptive_aggregation_backward: grad_groups must have the dtype and device of features");
   }
   if (grad_summed.has_value() && grad_summed->defined()) {
     const auto f = features.sizes();
@@ -47,7 +62,7 @@ inline void check_adaptive_aggregation_grads(const std::optional<at::Tensor>& gr
   }
 }
 
-// A gradient that is absent, undefined or empty (the [0] placeholder G of need_gated=false)
+// A gradient that is absent, undefined or empty (the [0] placeholder of group_size = 0)
 // contributes nothing.
 inline bool aggregation_grad_present(const std::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() && t->numel() > 0;

@@ -9,11 +9,13 @@
 TORCH_LIBRARY(amanet, m) {
   // Which kernels this build contains: "cpu" or "cpu+cuda(<archs>)".
   m.def("build_info() -> str", &amanet::build_info);
-  // Gated paths G = gates * features and their sum S over P (AMA head); G is an empty [0]
-  // tensor when need_gated=False (inference needs only S).
-  m.def("adaptive_aggregation(Tensor features, Tensor gates, bool need_gated=True) -> (Tensor gated, Tensor summed)");
-  // (dfeatures, dgates) from the optional gradients of G and S, in one pass over features.
-  m.def("adaptive_aggregation_backward(Tensor? grad_gated, Tensor? grad_summed, Tensor features, Tensor gates) -> (Tensor grad_features, Tensor grad_gates)");
+  // Gated paths G = gates * features, summed over consecutive groups of `group_size` paths
+  // ([N, P / group_size, C, H, W]; group_size 1 = G itself, 2 = the AMA predictor's G1+G2,
+  // G3+G4; 0 = none: an empty [0] tensor, all inference needs), and their sum S over P.
+  m.def("adaptive_aggregation(Tensor features, Tensor gates, int group_size=1) -> (Tensor groups, Tensor summed)");
+  // (dfeatures, dgates) from the optional gradients of the group sums and of S, in one pass
+  // over features.
+  m.def("adaptive_aggregation_backward(Tensor? grad_groups, Tensor? grad_summed, Tensor features, Tensor gates, int group_size) -> (Tensor grad_features, Tensor grad_gates)");
   // Sum of smooth-L1(U/V bilinearly read at K annotated points - targets) (DensePose UV loss);
   // mode 0 = AMANet point rule, 1 = Detectron2 s1x (drops points outside the grid); beta 0 = L1.
   m.def("uv_interp_loss(Tensor u, Tensor v, Tensor roi_index, Tensor x, Tensor y, Tensor part, Tensor target_u, Tensor target_v, int mode=0, float beta=1.0) -> Tensor");

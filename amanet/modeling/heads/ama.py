@@ -16,6 +16,8 @@ from amanet.ops.aggregation import adaptive_aggregation, adaptive_aggregation_re
 from amanet.ops.library import use_fused
 
 NUM_PATHS = 4
+# The predictor's intermediate supervision reads F_1 = G_1 + G_2 and F_2 = G_3 + G_4.
+STAGE_GROUP_SIZE = 2
 
 
 class AMAHead(nn.Module):
@@ -25,9 +27,10 @@ class AMAHead(nn.Module):
     ``[N,C_in,16,16]``, ``[N,C_in,8,8]``. Each runs through the same conv tower and is
     up-sampled by shared stride-2 deconvs to ``[N,D,64,64]`` (``U_1..U_4``), D = conv_head_dim.
 
-    Output: ``head_out`` ``[N,D,64,64]`` and the **gated** paths ``[G_1..G_4]`` (each
-    ``[N,D,64,64]``), which the predictor uses for intermediate supervision; with
-    ``return_gated=False`` (inference) the list is empty and G is never materialised.
+    Output: ``head_out`` ``[N,D,64,64]`` and the two **stage features** ``[F_1, F_2]`` =
+    ``[G_1 + G_2, G_3 + G_4]`` (sums of the gated paths G_i, each ``[N,D,64,64]``), which the
+    predictor uses for intermediate supervision; with ``return_stages=False`` (inference) the
+    list is empty. The fused op never materialises the G_i: it writes S and F_1, F_2 directly.
 
     Fused vs reference aggregation: eager calls go through
     :func:`amanet.ops.aggregation.adaptive_aggregation`, which asks
@@ -39,7 +42,7 @@ class AMAHead(nn.Module):
     (``amanet_ops`` in C++).
     """
 
-    __constants__ = ["use_fused_ops"]
+    __constants__ = ["use_fused_ops", "stage_group_size"]
 
     def __init__(self, cfg: DensePoseConfig, in_channels: int = 256):
         super().__init__()
@@ -64,6 +67,7 @@ class AMAHead(nn.Module):
         self.instance_embedding_layer1 = nn.Conv2d(2 * dim, dim, 1)
         self.out_channels = dim
         self.use_fused_ops = use_fused()
+        self.stage_group_size = STAGE_GROUP_SIZE
         self._init_weights()
 
     def __prepare_scriptable__(self) -> "AMAHead":
@@ -107,24 +111,25 @@ class AMAHead(nn.Module):
         # as "copy that input dim", which breaks the zero-RoI case.
         return torch.stack([u[:n], u[n:2 * n], u[2 * n:3 * n], u[3 * n:]], dim=1)
 
-    def forward(self, features: List[Tensor], return_gated: bool = True) -> Tuple[Tensor, List[Tensor]]:
-        """``features``: 4 pooled paths (see class doc). Returns ``(head_out [N,D,64,64], [G_1..G_4])``
-        (``[]`` instead of the G list when ``return_gated`` is False: inference skips writing G)."""
+    def forward(self, features: List[Tensor], return_stages: bool = True) -> Tuple[Tensor, List[Tensor]]:
+        """``features``: 4 pooled paths (see class doc). Returns ``(head_out [N,D,64,64], [F_1, F_2])``
+        (``[]`` instead of the stage features when ``return_stages`` is False: inference)."""
         u = self.upsampled_paths(features)
         n, p, d, h, w = u.shape
         gates = self.path_gates(u)
+        group_size = self.stage_group_size if return_stages else 0
         if torch.jit.is_scripting():
             if self.use_fused_ops:
-                gated, gated_sum = torch.ops.amanet.adaptive_aggregation(u, gates, return_gated)
+                stages, gated_sum = torch.ops.amanet.adaptive_aggregation(u, gates, group_size)
             else:
-                gated, gated_sum = adaptive_aggregation_reference(u, gates, return_gated)
+                stages, gated_sum = adaptive_aggregation_reference(u, gates, group_size)
         else:
-            gated, gated_sum = adaptive_aggregation(u, gates, return_gated)
+            stages, gated_sum = adaptive_aggregation(u, gates, group_size)
         # The static branch sees the UN-gated paths: [N,4,D,H,W] viewed as cat(U_1..U_4, 1).
         static = F.relu(self.ama_static_conv_emb(u.view(n, p * d, h, w)))
         dynamic = F.relu(self.ama_dynamic_conv_emb(gated_sum))
         head_out = F.relu(self.instance_embedding_layer1(torch.cat([static, dynamic], dim=1)))
-        if not return_gated:
-            no_gated: List[Tensor] = []
-            return head_out, no_gated
-        return head_out, list(gated.unbind(1))
+        if not return_stages:
+            no_stages: List[Tensor] = []
+            return head_out, no_stages
+        return head_out, list(stages.unbind(1))

@@ -59,7 +59,7 @@ class AMAPredictor(nn.Module):
 
     Args:
         cfg: ``num_patches`` (I/U/V have ``num_patches + 1`` channels), ``ama_num_ann_index``,
-            ``num_keypoints``, ``conv_head_dim`` (channels of the gated paths G_i).
+            ``num_keypoints``, ``conv_head_dim`` (channels of the head's stage features F_j).
         in_channels: channels of ``head_out``.
         box_fc_dim: columns of ``bbox_params`` (the box head's FC width).
         num_box_params: rows of ``bbox_params`` (``cat([cls_score.weight, bbox_pred.weight])``:
@@ -178,7 +178,7 @@ class AMAPredictor(nn.Module):
 
         Folded (and ``use_folded``): uses the folded I conv and ignores ``bbox_params``.
         Otherwise ``bbox_params``
-        ``[6, box_fc_dim]`` is required. ``inter_features`` (the head's ``[G_1..G_4]``) is accepted
+        ``[6, box_fc_dim]`` is required. ``inter_features`` (the head's ``[F_1, F_2]``) is accepted
         for call compatibility and not used here: see :meth:`forward_intermediate`.
         """
         emb = F.relu(self.dp_emb_layer(head_out))
@@ -192,38 +192,40 @@ class AMAPredictor(nn.Module):
         return self._main_outputs(emb, index_uv, with_keypoints)
 
     # ------------------------------------------------------------------ training
-    def _intermediate(self, emb: Tensor, gated: List[Tensor], w_gen: Tensor) -> List[Dict[str, Tensor]]:
-        if len(gated) != 4:
-            raise ValueError(f"expected the 4 gated paths G_1..G_4, got {len(gated)}")
+    def _intermediate(self, emb: Tensor, stage_features: List[Tensor], w_gen: Tensor) -> List[Dict[str, Tensor]]:
+        if len(stage_features) != 2:
+            raise ValueError("expected the head's 2 stage features [G_1 + G_2, G_3 + G_4], "
+                             f"got a list of {len(stage_features)}")
         # The original computes this from the main embedding (not the stage's features), with no
         # bias, identically for both stages.
         index_uv = F.conv2d(emb, w_gen, padding=1)
-        stages = []
-        for j, feat in enumerate((gated[0] + gated[1], gated[2] + gated[3]), start=1):
-            stages.append({
+        outputs: List[Dict[str, Tensor]] = []
+        for j, feat in enumerate(stage_features, start=1):
+            outputs.append({
                 "ann_index": getattr(self, f"ann_index_inter_body_conv_fcn{j}")(feat),
                 "index_uv": index_uv,
                 "u": getattr(self, f"u_inter_body_conv_fcn{j}")(feat),
                 "v": getattr(self, f"v_inter_body_conv_fcn{j}")(feat),
                 "body_mask": getattr(self, f"body_mask_inter_body_conv_fcn{j}")(feat),
             })
-        return stages
+        return outputs
 
-    def forward_intermediate(self, head_out: Tensor, gated: List[Tensor],
+    def forward_intermediate(self, head_out: Tensor, stages: List[Tensor],
                              bbox_params: Tensor) -> List[Dict[str, Tensor]]:
         """The two intermediate-supervision outputs (training only).
 
-        Stage j uses ``F_1 = G_1+G_2`` / ``F_2 = G_3+G_4``: ``ann_index`` ``[N,15,S,S]``, ``u``,
-        ``v`` ``[N,25,S,S]``, ``body_mask`` ``[N,2,S,S]`` from the stage's own convs, and
+        ``stages`` is the head's ``[F_1, F_2]`` = ``[G_1+G_2, G_3+G_4]``. Stage j uses ``F_j``:
+        ``ann_index`` ``[N,15,S,S]``, ``u``, ``v`` ``[N,25,S,S]``, ``body_mask`` ``[N,2,S,S]``
+        from the stage's own convs, and
         ``index_uv`` ``[N,25,S,S]`` = ``conv2d(e, W_gen)`` (shared by both stages).
         """
         emb = F.relu(self.dp_emb_layer(head_out))
-        return self._intermediate(emb, gated, self.generate_surface_weights(bbox_params))
+        return self._intermediate(emb, stages, self.generate_surface_weights(bbox_params))
 
-    def forward_train(self, head_out: Tensor, gated: List[Tensor], bbox_params: Tensor,
+    def forward_train(self, head_out: Tensor, stages: List[Tensor], bbox_params: Tensor,
                       with_keypoints: bool = True) -> Tuple[Dict[str, Tensor], List[Dict[str, Tensor]]]:
         """:meth:`forward` (unfolded) and :meth:`forward_intermediate` sharing ``e`` and ``W_gen``."""
         emb = F.relu(self.dp_emb_layer(head_out))
         w_gen = self.generate_surface_weights(bbox_params)
         index_uv = 0.5 * (self.i_layer(emb) + F.conv2d(emb, w_gen, padding=1))
-        return self._main_outputs(emb, index_uv, with_keypoints), self._intermediate(emb, gated, w_gen)
+        return self._main_outputs(emb, index_uv, with_keypoints), self._intermediate(emb, stages, w_gen)

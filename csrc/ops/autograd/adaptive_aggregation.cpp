@@ -16,22 +16,23 @@ using torch::autograd::Variable;
 using torch::autograd::variable_list;
 
 std::tuple<at::Tensor, at::Tensor> call_forward(const at::Tensor& features, const at::Tensor& gates,
-                                                bool need_gated) {
+                                                int64_t group_size) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("amanet::adaptive_aggregation", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, bool)>();
-  return op.call(features, gates, need_gated);
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t)>();
+  return op.call(features, gates, group_size);
 }
 
-std::tuple<at::Tensor, at::Tensor> call_backward(const std::optional<at::Tensor>& grad_gated,
+std::tuple<at::Tensor, at::Tensor> call_backward(const std::optional<at::Tensor>& grad_groups,
                                                  const std::optional<at::Tensor>& grad_summed,
-                                                 const at::Tensor& features, const at::Tensor& gates) {
+                                                 const at::Tensor& features, const at::Tensor& gates,
+                                                 int64_t group_size) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("amanet::adaptive_aggregation_backward", "")
                        .typed<std::tuple<at::Tensor, at::Tensor>(
                            const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                           const at::Tensor&, const at::Tensor&)>();
-  return op.call(grad_gated, grad_summed, features, gates);
+                           const at::Tensor&, const at::Tensor&, int64_t)>();
+  return op.call(grad_groups, grad_summed, features, gates, group_size);
 }
 
 std::optional<at::Tensor> maybe(const at::Tensor& t) {
@@ -41,21 +42,22 @@ std::optional<at::Tensor> maybe(const at::Tensor& t) {
 class AdaptiveAggregationFunction : public torch::autograd::Function<AdaptiveAggregationFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const Variable& features, const Variable& gates,
-                               bool need_gated) {
+                               int64_t group_size) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [gated, summed] = call_forward(features, gates, need_gated);
+    auto [groups, summed] = call_forward(features, gates, group_size);
     ctx->save_for_backward({features, gates});
+    ctx->saved_data["group_size"] = group_size;
     // An unused output gets an undefined gradient instead of a materialised zero tensor: the
-    // backward kernel then skips that term (no [N,P,C,H,W] zeros when only S is used).
+    // backward kernel then skips that term (no group-sum-sized zeros when only S is used).
     ctx->set_materialize_grads(false);
-    if (!need_gated) ctx->mark_non_differentiable({gated});
-    return {gated, summed};
+    if (group_size == 0) ctx->mark_non_differentiable({groups});
+    return {groups, summed};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    auto [grad_features, grad_gates] =
-        call_backward(maybe(grad_outputs[0]), maybe(grad_outputs[1]), saved[0], saved[1]);
+    auto [grad_features, grad_gates] = call_backward(maybe(grad_outputs[0]), maybe(grad_outputs[1]), saved[0],
+                                                     saved[1], ctx->saved_data["group_size"].toInt());
     return {grad_features, grad_gates, Variable()};
   }
 };
@@ -63,11 +65,11 @@ class AdaptiveAggregationFunction : public torch::autograd::Function<AdaptiveAgg
 class AdaptiveAggregationBackwardFunction
     : public torch::autograd::Function<AdaptiveAggregationBackwardFunction> {
  public:
-  static variable_list forward(AutogradContext*, const std::optional<Variable>& grad_gated,
+  static variable_list forward(AutogradContext*, const std::optional<Variable>& grad_groups,
                                const std::optional<Variable>& grad_summed, const Variable& features,
-                               const Variable& gates) {
+                               const Variable& gates, int64_t group_size) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [grad_features, grad_gates] = call_backward(grad_gated, grad_summed, features, gates);
+    auto [grad_features, grad_gates] = call_backward(grad_groups, grad_summed, features, gates, group_size);
     return {grad_features, grad_gates};
   }
 
@@ -77,15 +79,15 @@ class AdaptiveAggregationBackwardFunction
 };
 
 std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_autograd(const at::Tensor& features,
-                                                                 const at::Tensor& gates, bool need_gated) {
-  auto out = AdaptiveAggregationFunction::apply(features, gates, need_gated);
+                                                                 const at::Tensor& gates, int64_t group_size) {
+  auto out = AdaptiveAggregationFunction::apply(features, gates, group_size);
   return {out[0], out[1]};
 }
 
 std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_backward_autograd(
-    const std::optional<at::Tensor>& grad_gated, const std::optional<at::Tensor>& grad_summed,
-    const at::Tensor& features, const at::Tensor& gates) {
-  auto out = AdaptiveAggregationBackwardFunction::apply(grad_gated, grad_summed, features, gates);
+    const std::optional<at::Tensor>& grad_groups, const std::optional<at::Tensor>& grad_summed,
+    const at::Tensor& features, const at::Tensor& gates, int64_t group_size) {
+  auto out = AdaptiveAggregationBackwardFunction::apply(grad_groups, grad_summed, features, gates, group_size);
   return {out[0], out[1]};
 }
 

@@ -1,7 +1,8 @@
 // CPU kernels of amanet::adaptive_aggregation(_backward): one pass over F per call (see the
 // byte minimums in common/adaptive_aggregation.h). Work is split over (n, c) rows; for one row
-// the P paths are walked in order, so S[n, c, :] (and dS in backward) stays in L1/L2 while every
-// element of F, G, dG and dF is touched exactly once. Inner loops are contiguous over H*W.
+// the P paths are walked in order, so S[n, c, :] and the current group sum R[n, k, c, :] (dS and
+// dR in backward) stay in L1/L2 while every element of F and dF is touched exactly once.
+// Inner loops are contiguous over H*W.
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -31,8 +32,9 @@ int64_t row_grain(int64_t elements_per_row) {
 }
 
 template <typename scalar_t>
-void forward_kernel(const scalar_t* features, const scalar_t* gates, scalar_t* gated, scalar_t* summed,
-                    int64_t N, int64_t P, int64_t C, int64_t HW) {
+void forward_kernel(const scalar_t* features, const scalar_t* gates, scalar_t* groups, scalar_t* summed,
+                    int64_t N, int64_t P, int64_t C, int64_t HW, int64_t group_size) {
+  const int64_t K = group_size > 0 ? P / group_size : 0;
   at::parallel_for(0, N * C, row_grain(P * HW), [&](int64_t begin, int64_t end) {
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t n = nc / C, c = nc % C;
@@ -41,20 +43,27 @@ void forward_kernel(const scalar_t* features, const scalar_t* gates, scalar_t* g
         const int64_t row = (n * P + p) * C + c;
         const scalar_t* __restrict__ f = features + row * HW;
         const scalar_t gv = gates[row];
-        if (gated != nullptr) {
-          scalar_t* __restrict__ out = gated + row * HW;
+        if (groups != nullptr) {
+          scalar_t* __restrict__ r = groups + ((n * K + group_of(p, group_size)) * C + c) * HW;
           if (p == 0) {
 #pragma omp simd
             for (int64_t i = 0; i < HW; ++i) {
               const scalar_t v = gate(f[i], gv);
-              out[i] = v;
+              r[i] = v;
               s[i] = v;
+            }
+          } else if (starts_group(p, group_size)) {
+#pragma omp simd
+            for (int64_t i = 0; i < HW; ++i) {
+              const scalar_t v = gate(f[i], gv);
+              r[i] = v;
+              s[i] = accumulate(s[i], v);
             }
           } else {
 #pragma omp simd
             for (int64_t i = 0; i < HW; ++i) {
               const scalar_t v = gate(f[i], gv);
-              out[i] = v;
+              r[i] = accumulate(r[i], v);
               s[i] = accumulate(s[i], v);
             }
           }
@@ -70,11 +79,12 @@ void forward_kernel(const scalar_t* features, const scalar_t* gates, scalar_t* g
   });
 }
 
-template <typename scalar_t, bool kSummed, bool kGated>
-void backward_kernel(const scalar_t* grad_summed, const scalar_t* grad_gated, const scalar_t* features,
+template <typename scalar_t, bool kSummed, bool kGroups>
+void backward_kernel(const scalar_t* grad_summed, const scalar_t* grad_groups, const scalar_t* features,
                      const scalar_t* gates, scalar_t* grad_features, scalar_t* grad_gates, int64_t N,
-                     int64_t P, int64_t C, int64_t HW) {
+                     int64_t P, int64_t C, int64_t HW, int64_t group_size) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;  // double for float: dg sums H*W terms
+  const int64_t K = group_size > 0 ? P / group_size : 0;
   at::parallel_for(0, N * C, row_grain(P * HW), [&](int64_t begin, int64_t end) {
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t n = nc / C, c = nc % C;
@@ -82,19 +92,20 @@ void backward_kernel(const scalar_t* grad_summed, const scalar_t* grad_gated, co
       for (int64_t p = 0; p < P; ++p) {
         const int64_t row = (n * P + p) * C + c;
         const scalar_t* __restrict__ f = features + row * HW;
-        const scalar_t* __restrict__ dgd = kGated ? grad_gated + row * HW : nullptr;
+        const scalar_t* __restrict__ dr =
+            kGroups ? grad_groups + ((n * K + group_of(p, group_size)) * C + c) * HW : nullptr;
         scalar_t* __restrict__ df = grad_features + row * HW;
         const scalar_t gv = gates[row];
         acc_t acc = 0;
 #pragma omp simd reduction(+ : acc)
         for (int64_t i = 0; i < HW; ++i) {
           scalar_t t;
-          if constexpr (kSummed && kGated) {
-            t = upstream(ds[i], dgd[i]);
+          if constexpr (kSummed && kGroups) {
+            t = upstream(ds[i], dr[i]);
           } else if constexpr (kSummed) {
             t = ds[i];
           } else {
-            t = dgd[i];
+            t = dr[i];
           }
           df[i] = grad_feature(gv, t);
           acc += grad_gate_term<scalar_t, acc_t>(f[i], t);
@@ -106,43 +117,44 @@ void backward_kernel(const scalar_t* grad_summed, const scalar_t* grad_gated, co
 }
 
 std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_cpu(const at::Tensor& features_in,
-                                                            const at::Tensor& gates_in, bool need_gated) {
-  check_adaptive_aggregation_inputs(features_in, gates_in);
+                                                            const at::Tensor& gates_in, int64_t group_size) {
+  check_adaptive_aggregation_inputs(features_in, gates_in, group_size);
   TORCH_CHECK(features_in.is_cpu(), "adaptive_aggregation (CPU kernel): features must be a CPU tensor");
   const at::Tensor features = features_in.contiguous();
   const at::Tensor gates = gates_in.contiguous();
   const int64_t N = features.size(0), P = features.size(1), C = features.size(2);
   const int64_t H = features.size(3), W = features.size(4);
   at::Tensor summed = at::empty({N, C, H, W}, features.options());
-  at::Tensor gated = need_gated ? at::empty_like(features) : at::empty({0}, features.options());
+  at::Tensor groups = group_size > 0 ? at::empty(aggregation_groups_shape(features, group_size), features.options())
+                                     : at::empty({0}, features.options());
   if (P == 0) {
     summed.zero_();
-    return {gated, summed};
+    return {groups, summed};
   }
-  if (summed.numel() == 0) return {gated, summed};
+  if (summed.numel() == 0) return {groups, summed};
   AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "adaptive_aggregation_cpu", [&] {
     forward_kernel<scalar_t>(features.const_data_ptr<scalar_t>(), gates.const_data_ptr<scalar_t>(),
-                             need_gated ? gated.mutable_data_ptr<scalar_t>() : nullptr,
-                             summed.mutable_data_ptr<scalar_t>(), N, P, C, H * W);
+                             group_size > 0 ? groups.mutable_data_ptr<scalar_t>() : nullptr,
+                             summed.mutable_data_ptr<scalar_t>(), N, P, C, H * W, group_size);
   });
-  return {gated, summed};
+  return {groups, summed};
 }
 
 std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_backward_cpu(
-    const std::optional<at::Tensor>& grad_gated_in, const std::optional<at::Tensor>& grad_summed_in,
-    const at::Tensor& features_in, const at::Tensor& gates_in) {
-  check_adaptive_aggregation_inputs(features_in, gates_in);
-  check_adaptive_aggregation_grads(grad_gated_in, grad_summed_in, features_in);
+    const std::optional<at::Tensor>& grad_groups_in, const std::optional<at::Tensor>& grad_summed_in,
+    const at::Tensor& features_in, const at::Tensor& gates_in, int64_t group_size) {
+  check_adaptive_aggregation_inputs(features_in, gates_in, group_size);
+  check_adaptive_aggregation_grads(grad_groups_in, grad_summed_in, features_in, group_size);
   TORCH_CHECK(features_in.is_cpu(), "adaptive_aggregation_backward (CPU kernel): features must be a CPU tensor");
-  const bool has_gated = aggregation_grad_present(grad_gated_in);
+  const bool has_groups = aggregation_grad_present(grad_groups_in);
   const bool has_summed = aggregation_grad_present(grad_summed_in);
-  if (!has_gated && !has_summed) {
+  if (!has_groups && !has_summed) {
     return {at::zeros_like(features_in, at::MemoryFormat::Contiguous),
             at::zeros_like(gates_in, at::MemoryFormat::Contiguous)};
   }
   const at::Tensor features = features_in.contiguous();
   const at::Tensor gates = gates_in.contiguous();
-  const at::Tensor grad_gated = has_gated ? grad_gated_in->contiguous() : at::Tensor();
+  const at::Tensor grad_groups = has_groups ? grad_groups_in->contiguous() : at::Tensor();
   const at::Tensor grad_summed = has_summed ? grad_summed_in->contiguous() : at::Tensor();
   const int64_t N = features.size(0), P = features.size(1), C = features.size(2);
   const int64_t HW = features.size(3) * features.size(4);
@@ -154,12 +166,13 @@ std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_backward_cpu(
   }
   AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "adaptive_aggregation_backward_cpu", [&] {
     const scalar_t* ds = has_summed ? grad_summed.const_data_ptr<scalar_t>() : nullptr;
-    const scalar_t* dg = has_gated ? grad_gated.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* dr = has_groups ? grad_groups.const_data_ptr<scalar_t>() : nullptr;
     auto run = [&](auto kernel) {
-      kernel(ds, dg, features.const_data_ptr<scalar_t>(), gates.const_data_ptr<scalar_t>(),
-             grad_features.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), N, P, C, HW);
+      kernel(ds, dr, features.const_data_ptr<scalar_t>(), gates.const_data_ptr<scalar_t>(),
+             grad_features.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), N, P, C, HW,
+             group_size);
     };
-    if (has_summed && has_gated) {
+    if (has_summed && has_groups) {
       run(backward_kernel<scalar_t, true, true>);
     } else if (has_summed) {
       run(backward_kernel<scalar_t, true, false>);

@@ -1,7 +1,8 @@
 // CUDA kernels of amanet::adaptive_aggregation(_backward) (math in common/adaptive_aggregation.h,
 // byte minimums there too). Forward: one thread per S element walks the P paths (coalesced over
-// H*W), so F is read once and S written once from a register. Backward: one block per (n, p, c)
-// row: dF is written in the same pass that reduces dg = sum_i F * (dS + dG) in a block sum.
+// H*W), so F is read once and S and each group sum R written once from registers. Backward: one
+// block per (n, p, c) row: dF is written in the same pass that reduces dg = sum_i F * (dS + dR)
+// in a block sum.
 // half / bfloat16 compute in float (at::opmath_type), dg accumulates in at::acc_type.
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
@@ -32,52 +33,61 @@ constexpr int64_t kMaxBlocks = int64_t(1) << 20;
 
 template <typename scalar_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ features, const scalar_t* __restrict__ gates,
-                               scalar_t* __restrict__ gated, scalar_t* __restrict__ summed, int64_t P, int64_t C,
-                               int64_t HW, int64_t total) {
+                               scalar_t* __restrict__ groups, scalar_t* __restrict__ summed, int64_t P, int64_t C,
+                               int64_t HW, int64_t total, int64_t group_size) {
   using opmath_t = at::opmath_type<scalar_t>;
+  const int64_t K = group_size > 0 ? P / group_size : 0;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(blockDim.x) * gridDim.x) {
     const int64_t nc = e / HW;
     const int64_t i = e - nc * HW;
     const int64_t n = nc / C;
     const int64_t c = nc - n * C;
     opmath_t acc = 0;
+    opmath_t group_acc = 0;
     for (int64_t p = 0; p < P; ++p) {
       const int64_t row = (n * P + p) * C + c;
       const opmath_t v =
           gate<opmath_t>(static_cast<opmath_t>(features[row * HW + i]), static_cast<opmath_t>(gates[row]));
-      if (gated != nullptr) gated[row * HW + i] = static_cast<scalar_t>(v);
+      if (groups != nullptr) {
+        group_acc = starts_group(p, group_size) ? v : accumulate(group_acc, v);
+        if (starts_group(p + 1, group_size)) {  // p ends its group
+          groups[((n * K + group_of(p, group_size)) * C + c) * HW + i] = static_cast<scalar_t>(group_acc);
+        }
+      }
       acc = p == 0 ? v : accumulate(acc, v);
     }
     summed[e] = static_cast<scalar_t>(acc);
   }
 }
 
-template <typename scalar_t, bool kSummed, bool kGated>
-__global__ void backward_kernel(const scalar_t* __restrict__ grad_summed, const scalar_t* __restrict__ grad_gated,
+template <typename scalar_t, bool kSummed, bool kGroups>
+__global__ void backward_kernel(const scalar_t* __restrict__ grad_summed, const scalar_t* __restrict__ grad_groups,
                                 const scalar_t* __restrict__ features, const scalar_t* __restrict__ gates,
                                 scalar_t* __restrict__ grad_features, scalar_t* __restrict__ grad_gates, int64_t P,
-                                int64_t C, int64_t HW, int64_t rows) {
+                                int64_t C, int64_t HW, int64_t rows, int64_t group_size) {
   using opmath_t = at::opmath_type<scalar_t>;
+  const int64_t K = group_size > 0 ? P / group_size : 0;
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
   __shared__ acc_t shared[32];
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t np = row / C;
     const int64_t c = row - np * C;
     const int64_t n = np / P;
+    const int64_t p = np - n * P;
     const scalar_t* ds = kSummed ? grad_summed + (n * C + c) * HW : nullptr;
-    const scalar_t* dgd = kGated ? grad_gated + row * HW : nullptr;
+    const scalar_t* dr = kGroups ? grad_groups + ((n * K + group_of(p, group_size)) * C + c) * HW : nullptr;
     const scalar_t* f = features + row * HW;
     scalar_t* df = grad_features + row * HW;
     const opmath_t gv = static_cast<opmath_t>(gates[row]);
     acc_t acc = 0;
     for (int64_t i = threadIdx.x; i < HW; i += blockDim.x) {
       opmath_t t;
-      if constexpr (kSummed && kGated) {
-        t = upstream(static_cast<opmath_t>(ds[i]), static_cast<opmath_t>(dgd[i]));
+      if constexpr (kSummed && kGroups) {
+        t = upstream(static_cast<opmath_t>(ds[i]), static_cast<opmath_t>(dr[i]));
       } else if constexpr (kSummed) {
         t = static_cast<opmath_t>(ds[i]);
       } else {
-        t = static_cast<opmath_t>(dgd[i]);
+        t = static_cast<opmath_t>(dr[i]);
       }
       df[i] = static_cast<scalar_t>(grad_feature(gv, t));
       acc += grad_gate_term<opmath_t, acc_t>(static_cast<opmath_t>(f[i]), t);
@@ -93,8 +103,8 @@ int blocks_for(int64_t work) {
 }
 
 std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_cuda(const at::Tensor& features_in,
-                                                             const at::Tensor& gates_in, bool need_gated) {
-  check_adaptive_aggregation_inputs(features_in, gates_in);
+                                                             const at::Tensor& gates_in, int64_t group_size) {
+  check_adaptive_aggregation_inputs(features_in, gates_in, group_size);
   TORCH_CHECK(features_in.is_cuda(), "adaptive_aggregation (CUDA kernel): features must be a CUDA tensor");
   c10::cuda::CUDAGuard guard(features_in.device());
   const at::Tensor features = features_in.contiguous();
@@ -102,40 +112,41 @@ std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_cuda(const at::Tensor& f
   const int64_t N = features.size(0), P = features.size(1), C = features.size(2);
   const int64_t H = features.size(3), W = features.size(4);
   at::Tensor summed = at::empty({N, C, H, W}, features.options());
-  at::Tensor gated = need_gated ? at::empty_like(features) : at::empty({0}, features.options());
+  at::Tensor groups = group_size > 0 ? at::empty(aggregation_groups_shape(features, group_size), features.options())
+                                     : at::empty({0}, features.options());
   if (P == 0) {
     summed.zero_();
-    return {gated, summed};
+    return {groups, summed};
   }
   const int64_t total = summed.numel();
-  if (total == 0) return {gated, summed};
+  if (total == 0) return {groups, summed};
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "adaptive_aggregation_cuda", [&] {
     forward_kernel<scalar_t><<<blocks_for((total + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
         features.const_data_ptr<scalar_t>(), gates.const_data_ptr<scalar_t>(),
-        need_gated ? gated.mutable_data_ptr<scalar_t>() : nullptr, summed.mutable_data_ptr<scalar_t>(), P, C,
-        H * W, total);
+        group_size > 0 ? groups.mutable_data_ptr<scalar_t>() : nullptr, summed.mutable_data_ptr<scalar_t>(), P, C,
+        H * W, total, group_size);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {gated, summed};
+  return {groups, summed};
 }
 
 std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_backward_cuda(
-    const std::optional<at::Tensor>& grad_gated_in, const std::optional<at::Tensor>& grad_summed_in,
-    const at::Tensor& features_in, const at::Tensor& gates_in) {
-  check_adaptive_aggregation_inputs(features_in, gates_in);
-  check_adaptive_aggregation_grads(grad_gated_in, grad_summed_in, features_in);
+    const std::optional<at::Tensor>& grad_groups_in, const std::optional<at::Tensor>& grad_summed_in,
+    const at::Tensor& features_in, const at::Tensor& gates_in, int64_t group_size) {
+  check_adaptive_aggregation_inputs(features_in, gates_in, group_size);
+  check_adaptive_aggregation_grads(grad_groups_in, grad_summed_in, features_in, group_size);
   TORCH_CHECK(features_in.is_cuda(), "adaptive_aggregation_backward (CUDA kernel): features must be a CUDA tensor");
   c10::cuda::CUDAGuard guard(features_in.device());
-  const bool has_gated = aggregation_grad_present(grad_gated_in);
+  const bool has_groups = aggregation_grad_present(grad_groups_in);
   const bool has_summed = aggregation_grad_present(grad_summed_in);
-  if (!has_gated && !has_summed) {
+  if (!has_groups && !has_summed) {
     return {at::zeros_like(features_in, at::MemoryFormat::Contiguous),
             at::zeros_like(gates_in, at::MemoryFormat::Contiguous)};
   }
   const at::Tensor features = features_in.contiguous();
   const at::Tensor gates = gates_in.contiguous();
-  const at::Tensor grad_gated = has_gated ? grad_gated_in->contiguous() : at::Tensor();
+  const at::Tensor grad_groups = has_groups ? grad_groups_in->contiguous() : at::Tensor();
   const at::Tensor grad_summed = has_summed ? grad_summed_in->contiguous() : at::Tensor();
   const int64_t P = features.size(1), C = features.size(2);
   const int64_t HW = features.size(3) * features.size(4);
@@ -147,14 +158,15 @@ std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_backward_cuda(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, features.scalar_type(), "adaptive_aggregation_backward_cuda", [&] {
         const scalar_t* ds = has_summed ? grad_summed.const_data_ptr<scalar_t>() : nullptr;
-        const scalar_t* dg = has_gated ? grad_gated.const_data_ptr<scalar_t>() : nullptr;
+        const scalar_t* dr = has_groups ? grad_groups.const_data_ptr<scalar_t>() : nullptr;
         auto launch = [&](auto kernel) {
           kernel<<<blocks_for(rows), kThreads, 0, stream>>>(
-              ds, dg, features.const_data_ptr<scalar_t>(), gates.const_data_ptr<scalar_t>(),
-              grad_features.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), P, C, HW, rows);
+              ds, dr, features.const_data_ptr<scalar_t>(), gates.const_data_ptr<scalar_t>(),
+              grad_features.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), P, C, HW, rows,
+              group_size);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         };
-        if (has_summed && has_gated) {
+        if (has_summed && has_groups) {
           launch(backward_kernel<scalar_t, true, true>);
         } else if (has_summed) {
           launch(backward_kernel<scalar_t, true, false>);
