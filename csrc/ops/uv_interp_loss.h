@@ -2,7 +2,11 @@
 // Host-side contract of amanet::uv_interp_loss / uv_interp_loss_backward: the input checks every
 // device kernel runs first (the math itself is in common/uv_interp_loss.h).
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
+
+#include <array>
+#include <tuple>
 
 namespace amanet {
 
@@ -44,6 +48,23 @@ inline void check_uv_interp_loss_inputs(const at::Tensor& u, const at::Tensor& v
 // half / bfloat16 maps on CUDA: a 64-cell grid coordinate needs more than half's 11 bits).
 inline at::ScalarType uv_interp_loss_compute_dtype(const at::Tensor& u) {
   return u.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// (dU, dV) for a backward kernel to fill, contiguous; an output whose output_mask entry is False
+// is undefined. `empty_uv_grads` leaves them uninitialised (the CPU kernel zeroes plane by plane
+// as it scatters); `zeros_for_uv_grads` zero-fills them.
+inline std::tuple<at::Tensor, at::Tensor> empty_uv_grads(const at::Tensor& u, std::array<bool, 2> output_mask) {
+  const auto opts = u.options().memory_format(at::MemoryFormat::Contiguous);
+  return {output_mask[0] ? at::empty(u.sizes(), opts) : at::Tensor(),
+          output_mask[1] ? at::empty(u.sizes(), opts) : at::Tensor()};
+}
+
+inline std::tuple<at::Tensor, at::Tensor> zeros_for_uv_grads(const at::Tensor& u,
+                                                            std::array<bool, 2> output_mask) {
+  auto grads = empty_uv_grads(u, output_mask);
+  if (std::get<0>(grads).defined()) std::get<0>(grads).zero_();
+  if (std::get<1>(grads).defined()) std::get<1>(grads).zero_();
+  return grads;
 }
 
 }  // namespace amanet

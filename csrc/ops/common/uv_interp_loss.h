@@ -21,7 +21,8 @@
 //             and 8 gathered values = 8*K*E (in practice up to 8 cache lines per point: the
 //             U/V maps are never streamed); write one scalar.
 //   backward: the same point reads and gathers, plus dU and dV = 2*N*C*H*W*E written
-//             (zero-filled once, then 8 scattered adds per point): the dense zero fill of the two
+//             (zeroed, then 8 scattered adds per point; the CPU kernel zeroes a plane and adds
+//             its points while it is in L1): the dense zero fill of the two
 //             gradient maps is the floor, and the fused op writes them once, and only for the
 //             maps that need a gradient (the unfused autograd materialises one zero map per
 //             gather, 8 in all, and sums them). The maps are read in place with their strides

@@ -2,15 +2,15 @@
 // common/uv_interp_loss.h). The U/V maps are read in place through their strides.
 // Forward: points are split into fixed blocks of kBlock; each block's partial sum is kept in
 // acc_t (double for float) and the blocks are added in order, so the result does not depend on
-// the thread count. Backward: dU/dV (only those in output_mask) are zero-filled once and the 4
-// corner terms per point are scattered serially in point order: deterministic and race-free
-// (K is small, ~200 points per RoI; the dense zero fill is the cost that matters).
+// the thread count. Backward: the points are bucketed by (RoI, part) plane (a stable counting
+// sort, O(K + N*C)); then, in parallel over planes, each plane of dU/dV (only those in
+// output_mask) is zero-filled and its points' 4 corner terms are added in point order while the
+// plane is in L1: one write pass over the dense gradients, deterministic and race-free.
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/scalar_tensor.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -29,6 +29,8 @@ using namespace amanet::uv_loss;
 constexpr int64_t kBlock = 1024;
 // Blocks per parallel chunk: below ~4k points one thread is faster than waking a second one.
 constexpr int64_t kGrainBlocks = 4;
+// Backward: map elements (zero fill + scatter) per parallel chunk of planes.
+constexpr int64_t kPlaneGrainElements = 32768;
 
 struct Points {
   at::Tensor roi_index, part, x, y, target_u, target_v;
@@ -111,6 +113,21 @@ at::Tensor uv_interp_loss_cpu(const at::Tensor& u, const at::Tensor& v, const at
   return out;
 }
 
+// Stable counting sort of the points by map plane (roi * C + part): plane q's points are
+// order[begin[q] .. begin[q + 1]) in their original order. Validates every point first.
+void bucket_by_plane(const int64_t* roi, const int64_t* part, int64_t K, int64_t N, int64_t C,
+                     std::vector<int64_t>& begin, std::vector<int64_t>& order) {
+  begin.assign(N * C + 1, 0);
+  for (int64_t k = 0; k < K; ++k) {
+    check_point(k, roi[k], part[k], N, C);
+    ++begin[roi[k] * C + part[k] + 1];
+  }
+  for (int64_t q = 0; q < N * C; ++q) begin[q + 1] += begin[q];
+  std::vector<int64_t> next(begin.begin(), begin.end() - 1);
+  order.resize(K);
+  for (int64_t k = 0; k < K; ++k) order[next[roi[k] * C + part[k]]++] = k;
+}
+
 std::tuple<at::Tensor, at::Tensor> uv_interp_loss_backward_cpu(
     const at::Tensor& grad, const at::Tensor& u, const at::Tensor& v, const at::Tensor& roi_index,
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& part, const at::Tensor& target_u,
@@ -118,14 +135,16 @@ std::tuple<at::Tensor, at::Tensor> uv_interp_loss_backward_cpu(
   check_uv_interp_loss_inputs(u, v, roi_index, x, y, part, target_u, target_v, mode, beta);
   TORCH_CHECK(grad.numel() == 1, "uv_interp_loss_backward: grad must be a scalar, got shape ", grad.sizes());
   TORCH_CHECK(u.is_cpu() && grad.is_cpu(), "uv_interp_loss_backward (CPU kernel): tensors must be on the CPU");
-  const auto opts = u.options().memory_format(at::MemoryFormat::Contiguous);
-  at::Tensor grad_u = output_mask[0] ? at::zeros(u.sizes(), opts) : at::Tensor();
-  at::Tensor grad_v = output_mask[1] ? at::zeros(v.sizes(), opts) : at::Tensor();
-  const int64_t K = roi_index.numel();
-  if (K == 0 || (!output_mask[0] && !output_mask[1])) return {grad_u, grad_v};
+  at::Tensor grad_u, grad_v;  // (not structured bindings: the kernel lambdas capture them)
+  std::tie(grad_u, grad_v) = empty_uv_grads(u, output_mask);
+  if (!output_mask[0] && !output_mask[1]) return {grad_u, grad_v};
   const Points pts = prepare_points(u, roi_index, x, y, part, target_u, target_v);
+  const int64_t K = roi_index.numel();
   const int64_t N = u.size(0), C = u.size(1), H = u.size(2), W = u.size(3);
   const int m = static_cast<int>(mode);
+  std::vector<int64_t> begin, order;
+  bucket_by_plane(pts.roi_index.const_data_ptr<int64_t>(), pts.part.const_data_ptr<int64_t>(), K, N, C, begin,
+                  order);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "uv_interp_loss_backward_cpu", [&] {
     const scalar_t g = grad.item<scalar_t>();
     const scalar_t b = static_cast<scalar_t>(beta);
@@ -138,20 +157,32 @@ std::tuple<at::Tensor, at::Tensor> uv_interp_loss_backward_cpu(
     const scalar_t* py = pts.y.const_data_ptr<scalar_t>();
     const scalar_t* tu = pts.target_u.const_data_ptr<scalar_t>();
     const scalar_t* tv = pts.target_v.const_data_ptr<scalar_t>();
-    for (int64_t k = 0; k < K; ++k) {
-      check_point(k, roi[k], prt[k], N, C);
-      const Corners<scalar_t> c = corners(px[k], py[k], prt[k], H, W, m);
-      if (!c.counted) continue;
-      const int64_t plane = (roi[k] * C + prt[k]) * H * W;
-      if (dU != nullptr) {
-        const scalar_t ue = sample(U.plane(roi[k], prt[k]), U.sh, U.sw, c);
-        scatter(dU + plane, W, c, g * smooth_l1_grad<scalar_t>(ue - tu[k], b));
+    const int64_t HW = H * W;
+    // One plane at a time: zero it, then add its points' corner terms while it is in L1. Planes
+    // are disjoint, so threads never share an element; within a plane the points are added in
+    // their original order, so the result is the serial loop's, bit for bit.
+    at::parallel_for(0, N * C, std::max<int64_t>(1, kPlaneGrainElements / std::max<int64_t>(1, HW)),
+                     [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        scalar_t* du = dU != nullptr ? dU + q * HW : nullptr;
+        scalar_t* dv = dV != nullptr ? dV + q * HW : nullptr;
+        if (du != nullptr) std::fill(du, du + HW, scalar_t(0));
+        if (dv != nullptr) std::fill(dv, dv + HW, scalar_t(0));
+        for (int64_t j = begin[q]; j < begin[q + 1]; ++j) {
+          const int64_t k = order[j];
+          const Corners<scalar_t> c = corners(px[k], py[k], prt[k], H, W, m);
+          if (!c.counted) continue;
+          if (du != nullptr) {
+            const scalar_t ue = sample(U.plane(roi[k], prt[k]), U.sh, U.sw, c);
+            scatter(du, W, c, g * smooth_l1_grad<scalar_t>(ue - tu[k], b));
+          }
+          if (dv != nullptr) {
+            const scalar_t ve = sample(V.plane(roi[k], prt[k]), V.sh, V.sw, c);
+            scatter(dv, W, c, g * smooth_l1_grad<scalar_t>(ve - tv[k], b));
+          }
+        }
       }
-      if (dV != nullptr) {
-        const scalar_t ve = sample(V.plane(roi[k], prt[k]), V.sh, V.sw, c);
-        scatter(dV + plane, W, c, g * smooth_l1_grad<scalar_t>(ve - tv[k], b));
-      }
-    }
+    });
   });
   return {grad_u, grad_v};
 }

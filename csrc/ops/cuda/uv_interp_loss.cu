@@ -14,7 +14,6 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/sum.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/macros/Macros.h>
 #include <torch/library.h>
@@ -157,9 +156,8 @@ std::tuple<at::Tensor, at::Tensor> uv_interp_loss_backward_cuda(
   TORCH_CHECK(u.is_cuda() && grad_in.device() == u.device(),
               "uv_interp_loss_backward (CUDA kernel): grad and u must be on the same CUDA device");
   c10::cuda::CUDAGuard guard(u.device());
-  const auto opts = u.options().memory_format(at::MemoryFormat::Contiguous);
-  at::Tensor grad_u = output_mask[0] ? at::zeros(u.sizes(), opts) : at::Tensor();
-  at::Tensor grad_v = output_mask[1] ? at::zeros(v.sizes(), opts) : at::Tensor();
+  at::Tensor grad_u, grad_v;  // (not structured bindings: the kernel lambdas capture them)
+  std::tie(grad_u, grad_v) = zeros_for_uv_grads(u, output_mask);
   const int64_t K = roi_index.numel();
   if (K == 0 || (!output_mask[0] && !output_mask[1])) return {grad_u, grad_v};
   const Points pts = prepare_points(u, roi_index, x, y, part, target_u, target_v);
