@@ -121,13 +121,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoint import convert
     from .config import load_config
 
-    if args.config is None:
-        if args.opts:
-            raise AmanetError("--opts needs --config (overrides apply to a given config)")
-        cfg = convert(args.src, args.dst, None, half=args.half)
-    else:
-        cfg = convert(args.src, args.dst, load_config(args.config, list(args.opts or [])),
-                      half=args.half)
+    if args.config is None and args.opts:
+        raise AmanetError("--opts needs --config (overrides apply to a given config)")
+    # No --config: the config embedded in an amanet checkpoint.
+    cfg = None if args.config is None else load_config(args.config, list(args.opts or []))
+    cfg = convert(args.src, args.dst, cfg, half=args.half)
     print(f"wrote {args.dst} ({cfg.family})")
     return 0
 
