@@ -272,6 +272,25 @@ def test_ama_head_training_gradients_fused_vs_reference():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(1.0, b.abs().max().item()))
 
 
+@pytest.mark.parametrize("n", [0, 3])
+def test_ama_head_path_layout_backward_is_one_node(n):
+    # U [N, 4, D, H, W] is cut out of the path-major deconv output. Slicing it would give each
+    # path its own SliceBackward, which zero-fills a gradient the size of the whole batch; the
+    # four paths must come from one split whose backward is a single cat.
+    head = _small_head().train()
+    x = [t.requires_grad_() for t in _head_inputs(n)]
+    u = head.upsampled_paths(x)
+    assert tuple(u.shape[:2]) == (n, 4)
+    feeders = {id(fn): type(fn).__name__ for fn, _ in u.grad_fn.next_functions}
+    assert len(feeders) == 1 and "Slice" not in next(iter(feeders.values())), feeders
+    # and the layout is right: path p of RoI i is the deconv output row p * N + i
+    with torch.no_grad():
+        t = [head._tower(x[0]), head.deconv_p2(head._tower(torch.cat(x[1:3]))),
+             head.deconv_p2(head.deconv_p1(head._tower(x[3])))]
+        path_major = head.deconv_p3(torch.cat(t))
+    torch.testing.assert_close(u.detach(), path_major.view(4, n, *path_major.shape[1:]).transpose(0, 1))
+
+
 def test_ama_head_scripts_with_either_backend(tmp_path):
     x = _head_inputs(2)
     head = _small_head()

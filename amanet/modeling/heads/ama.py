@@ -100,16 +100,17 @@ class AMAHead(nn.Module):
     def upsampled_paths(self, features: List[Tensor]) -> Tensor:
         """The 4 pooled paths -> ``U`` ``[N,4,D,64,64]`` (before gating)."""
         x1, x2, x3, x4 = features[0], features[1], features[2], features[3]
-        n = x1.shape[0]
         # p3 and p4 share a size, so they go through tower and deconvs as one batch.
         t23 = self.deconv_p2(self._tower(torch.cat([x2, x3], dim=0)))
         t4 = self.deconv_p2(self.deconv_p1(self._tower(x4)))
         t1 = self._tower(x1)
         # Every path ends with deconv_p3; run it once on all of them (path-major batch).
         u = self.deconv_p3(torch.cat([t1, t23, t4], dim=0))
-        # Slices, not view(4, n, ...): an exported ONNX Reshape reads a 0 in its target shape
-        # as "copy that input dim", which breaks the zero-RoI case.
-        return torch.stack([u[:n], u[n:2 * n], u[2 * n:3 * n], u[3 * n:]], dim=1)
+        # chunk, not view(4, n, ...): an exported ONNX Reshape reads a 0 in its target shape as
+        # "copy that input dim", which breaks the zero-RoI case. Nor slices u[:n], ...: each
+        # slice's backward allocates and zero-fills a gradient the size of u (4 of them, then
+        # summed); chunk's backward is one cat (this step fwd+bwd at N=16, D=256: 0.60 -> 0.22 s).
+        return torch.stack(u.chunk(len(features), dim=0), dim=1)
 
     def forward(self, features: List[Tensor], return_stages: bool = True) -> Tuple[Tensor, List[Tensor]]:
         """``features``: 4 pooled paths (see class doc). Returns ``(head_out [N,D,64,64], [F_1, F_2])``
