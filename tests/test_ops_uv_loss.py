@@ -258,6 +258,45 @@ def test_only_the_maps_that_need_grad_get_one():
     assert grads[1] is None and grads[0].shape == u.shape
 
 
+@pytest.mark.parametrize("n, size, dtype, mask", [
+    (900, 7, torch.float32, (True, True)),   # 7x7 float planes: the streamed stores start unaligned
+    (40, 64, torch.float64, (True, True)),
+    (48, 64, torch.float32, (True, False)),  # one map alone above the streaming size
+    (48, 64, torch.float32, (False, True)),
+])
+def test_large_gradients_are_streamed_out_exactly(n, size, dtype, mask):
+    # From 8 MB of gradient on, the CPU backward builds each plane in scratch memory and streams
+    # it out (planes without points: streamed zeros) instead of filling dU/dV in place.
+    u, v, roi, x, y, part, tu, tv = _case(n=n, k=4000, size=size, dtype=dtype, seed=3)
+    assert sum(mask) * u.numel() * u.element_size() >= 8 << 20
+    grad = torch.tensor(0.7, dtype=dtype)
+
+    def backward(u, v, roi, x, y, part, tu, tv):
+        return torch.ops.amanet.uv_interp_loss_backward(grad, u, v, roi, x, y, part, tu, tv, MODE_AMANET, 1.0,
+                                                        list(mask))
+    big = backward(u, v, roi, x, y, part, tu, tv)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        big_1 = backward(u, v, roi, x, y, part, tu, tv)
+    finally:
+        torch.set_num_threads(threads)
+    # the same points on the first 4 RoIs alone (kB of gradient: filled in place) give the same bits
+    keep = roi < 4
+    small = backward(u[:4], v[:4], roi[keep], x[keep], y[keep], part[keep], tu[keep], tv[keep])
+    ref_u, ref_v = (t.detach().requires_grad_(m) for t, m in zip((u, v), mask))
+    loss = 0.7 * uv_interp_loss_reference(ref_u, ref_v, roi, x, y, part, tu, tv, MODE_AMANET, 1.0)
+    ref = torch.autograd.grad(loss, [t for t in (ref_u, ref_v) if t.requires_grad])
+    ref = iter(ref)
+    for wanted, g, g1, g_small in zip(mask, big, big_1, small):
+        if not wanted:
+            assert g is None
+            continue
+        assert torch.equal(g, g1)
+        assert torch.equal(g[:4], g_small)
+        torch.testing.assert_close(g, next(ref))
+
+
 def test_cpu_is_deterministic_and_thread_count_independent():
     case = _case(n=8, k=5000, size=16, dtype=torch.float32, seed=11)
     threads = torch.get_num_threads()

@@ -4,8 +4,9 @@
 // acc_t (double for float) and the blocks are added in order, so the result does not depend on
 // the thread count. Backward: the points are bucketed by (RoI, part) plane (a stable counting
 // sort, O(K + N*C)); then, in parallel over planes, each plane of dU/dV (only those in
-// output_mask) is zero-filled and its points' 4 corner terms are added in point order while the
-// plane is in L1: one write pass over the dense gradients, deterministic and race-free.
+// output_mask) is zero-filled and its points' 4 corner terms are added in point order while it
+// is in L1 (for maps beyond the caches: in a scratch plane, then streamed out): one write pass
+// over the dense gradients, deterministic and race-free.
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -20,6 +21,7 @@
 
 #include "../common/uv_interp_loss.h"
 #include "../uv_interp_loss.h"
+#include "stream_store.h"
 
 namespace amanet {
 namespace {
@@ -158,14 +160,27 @@ std::tuple<at::Tensor, at::Tensor> uv_interp_loss_backward_cpu(
     const scalar_t* tu = pts.target_u.const_data_ptr<scalar_t>();
     const scalar_t* tv = pts.target_v.const_data_ptr<scalar_t>();
     const int64_t HW = H * W;
-    // One plane at a time: zero it, then add its points' corner terms while it is in L1. Planes
-    // are disjoint, so threads never share an element; within a plane the points are added in
-    // their original order, so the result is the serial loop's, bit for bit.
+    // One plane at a time: zero it, then add its points' corner terms while it is in L1.
+    // Large gradients (beyond the caches anyway) are assembled in an L1/L2-resident scratch
+    // plane and streamed out (a plane without points is streamed zeros): each output line is
+    // written once, never read (ordinary stores would fetch every line first: twice the
+    // traffic). Planes are disjoint, so threads never share an element; within a plane the points
+    // are added in their original order, so the result is the serial loop's, bit for bit.
+    const int64_t maps = (dU != nullptr ? 1 : 0) + (dV != nullptr ? 1 : 0);
+    const bool stream = maps * N * C * HW * static_cast<int64_t>(sizeof(scalar_t)) >= cpu::kStreamMinBytes;
     at::parallel_for(0, N * C, std::max<int64_t>(1, kPlaneGrainElements / std::max<int64_t>(1, HW)),
                      [&](int64_t q0, int64_t q1) {
+      std::vector<scalar_t> scratch(stream ? 2 * HW : 0);
       for (int64_t q = q0; q < q1; ++q) {
-        scalar_t* du = dU != nullptr ? dU + q * HW : nullptr;
-        scalar_t* dv = dV != nullptr ? dV + q * HW : nullptr;
+        scalar_t* out_u = dU != nullptr ? dU + q * HW : nullptr;
+        scalar_t* out_v = dV != nullptr ? dV + q * HW : nullptr;
+        if (stream && begin[q] == begin[q + 1]) {
+          if (out_u != nullptr) cpu::stream_store<scalar_t>(out_u, nullptr, HW);
+          if (out_v != nullptr) cpu::stream_store<scalar_t>(out_v, nullptr, HW);
+          continue;
+        }
+        scalar_t* du = out_u == nullptr ? nullptr : stream ? scratch.data() : out_u;
+        scalar_t* dv = out_v == nullptr ? nullptr : stream ? scratch.data() + HW : out_v;
         if (du != nullptr) std::fill(du, du + HW, scalar_t(0));
         if (dv != nullptr) std::fill(dv, dv + HW, scalar_t(0));
         for (int64_t j = begin[q]; j < begin[q + 1]; ++j) {
@@ -181,7 +196,10 @@ std::tuple<at::Tensor, at::Tensor> uv_interp_loss_backward_cpu(
             scatter(dv, W, c, g * smooth_l1_grad<scalar_t>(ve - tv[k], b));
           }
         }
+        if (stream && out_u != nullptr) cpu::stream_store<scalar_t>(out_u, du, HW);
+        if (stream && out_v != nullptr) cpu::stream_store<scalar_t>(out_v, dv, HW);
       }
+      if (stream) cpu::stream_fence();
     });
   });
   return {grad_u, grad_v};
