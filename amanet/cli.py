@@ -1,4 +1,4 @@
-"""The ``amanet`` command: predict and convert (more subcommands as they land).
+"""The ``amanet`` command: predict, convert, train (and evaluate), export, bench.
 
 ``amanet predict IMAGES... --config CFG --weights W --out DIR [KEY VALUE ...]`` writes, per
 image, ``<name>_iuv.png`` (RGB = I, U, V), ``<name>_overlay.png`` and ``<name>.json``
@@ -240,6 +240,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        from .runtime.memory import retain_freed_memory
+
+        retain_freed_memory()  # every command builds large tensors: reuse freed memory
         return args.func(args)
     except (AmanetError, ValueError, FileNotFoundError) as e:
         # Config, checkpoint and input errors carry a user-facing message.

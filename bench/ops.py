@@ -5,6 +5,7 @@ the case registry are in amanet/ops/benchmark.py).
     .venv/bin/python bench/ops.py                          # all groups, realistic sizes, 2 threads
     .venv/bin/python bench/ops.py --only aggregation --repeats 11
     .venv/bin/python bench/ops.py --quick --only aggregation,uv_loss   # CI smoke: tiny, 1 repeat
+    AMANET_MALLOC=system .venv/bin/python bench/ops.py     # glibc default: fresh memory is faulted in
     THP_MEM_ALLOC_ENABLE=1 .venv/bin/python bench/ops.py   # torch allocations on huge pages
 
 Prints a markdown table (median ms, speed-up, achieved GB/s against the op's byte minimum and

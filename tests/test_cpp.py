@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -252,6 +253,24 @@ def test_bad_inputs_exit_nonzero_with_a_clear_message(cpp_build, exports, tmp_pa
         assert message in r.stderr, (message, r.stderr)
     r = _run([cpp_build["infer"], model, IMAGE, tmp_path / "o.png", "--bogus"], check=False)
     assert r.returncode == 2 and "unknown option" in r.stderr
+
+
+def test_memory_policy_follows_the_environment(cpp_build, exports, tmp_path):
+    """The C++ Predictor applies the Python runtime's memory policy, AMANET_MALLOC as in Python."""
+    model = exports["amanet"]["ts"]
+    glibc = platform.libc_ver()[0] == "glibc"
+
+    def run(value):
+        env = dict(os.environ)
+        env.pop("AMANET_MALLOC", None)
+        if value is not None:
+            env["AMANET_MALLOC"] = value
+        return _run([cpp_build["infer"], model, IMAGE, tmp_path / "o.png", "--threads", "2"], env=env,
+                    check=False)
+    default, system, bad = run(None), run("system"), run("tcmalloc")
+    assert default.returncode == 0 and f"malloc {'retained' if glibc else 'unsupported'}" in default.stdout
+    assert system.returncode == 0 and "malloc system" in system.stdout
+    assert bad.returncode == 1 and "AMANET_MALLOC must be 'retain' (default) or 'system', got 'tcmalloc'" in bad.stderr
 
 
 def test_outside_project_uses_find_package(cpp_build, exports, tmp_path):

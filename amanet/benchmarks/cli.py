@@ -1,6 +1,7 @@
 """Command line of ``bench/latency.py`` and ``amanet bench``."""
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -38,7 +39,8 @@ def main(argv=None):
     results = L.run_all(args.families, args.backends, args.sizes, args.threads, args.detections,
                         args.runs, args.warmup, out / "artifacts", args.weights)
     meta = {"torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-            "runs": args.runs, "warmup": args.warmup, "weights": args.weights or "smoke-init"}
+            "runs": args.runs, "warmup": args.warmup, "weights": args.weights or "smoke-init",
+            "malloc": os.environ.get("AMANET_MALLOC", "retain")}
     doc = L.to_json(results, meta)
     (out / "latency.json").write_text(json.dumps(doc, indent=1))
     table = L.markdown_table(results)

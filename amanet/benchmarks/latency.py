@@ -108,6 +108,9 @@ def _make_backend(case: Case, artifact: Optional[str], weights: Optional[str]):
 
 def time_case(case: Case, artifact: Optional[str], runs: int, warmup: int,
               weights: Optional[str] = None) -> Result:
+    from ..runtime.memory import retain_freed_memory
+
+    retain_freed_memory()  # what the Predictor runs with
     torch.set_num_threads(case.threads)
     backend = _make_backend(case, artifact, weights)
     image = bench_image(case.height, case.width)

@@ -15,8 +15,11 @@ reference calls alternate so that a drifting machine load hits both alike). Achi
 bandwidth is ``min_bytes / median``, where ``min_bytes`` is the least traffic the op must move
 (the byte minimums documented in ``csrc/ops/common/*.h``), and is compared with a memcpy
 bandwidth measured in the same run (``dst.copy_(src)``, read + write, into memory that is
-already mapped). Fresh large allocations cost page faults on top (``clone`` row): both the
-fused and the reference ops pay them, the reference more since it allocates more.
+already mapped). The run uses the product's memory policy
+(:func:`amanet.runtime.memory.retain_freed_memory`, printed as ``malloc``), under which
+freed memory is reused; with ``AMANET_MALLOC=system`` every fresh large allocation costs page
+faults instead (``clone`` row): both the fused and the reference ops pay them, the reference
+more since it allocates more.
 """
 from __future__ import annotations
 
@@ -75,7 +78,7 @@ class Report:
     def markdown(self) -> str:
         lines = [
             f"threads {self.threads}; memcpy (copy_ into mapped memory, read+write) "
-            f"{self.memcpy_gbps:.1f} GB/s; clone (fresh allocation: page faults) {self.clone_gbps:.1f} GB/s; "
+            f"{self.memcpy_gbps:.1f} GB/s; clone (fresh allocation) {self.clone_gbps:.1f} GB/s; "
             + "; ".join(f"{k} {v}" for k, v in self.info.items()),
             "",
             "ms: median (fastest run) of the timed calls; speed-up and GB/s from the medians.",
@@ -163,7 +166,10 @@ def memcpy_bandwidth(quick: bool, repeats: int) -> tuple:
 
 def run(groups: Optional[Sequence[str]] = None, quick: bool = False, repeats: int = 7, warmup: int = 2,
         threads: int = 2) -> Report:
+    from ..runtime.memory import policy as memory_policy, retain_freed_memory
+
     library.require_library()
+    retain_freed_memory()
     torch.set_num_threads(threads)
     groups = list(CASES) if not groups else list(groups)
     unknown = [g for g in groups if g not in CASES]
@@ -179,6 +185,7 @@ def run(groups: Optional[Sequence[str]] = None, quick: bool = False, repeats: in
                 fused, ref = time_pair_ms(case.fused, case.reference, repeats, warmup)
                 rows.append(Row(case, fused[0], ref[0], fused[1], ref[1]))
     info = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "malloc": memory_policy(),
             "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset")}
     return Report(rows, memcpy, clone, threads, info)
 

@@ -18,6 +18,7 @@ from ..modeling.smoke_init import smoke_init_
 from ..ops.iuv_paste import iuv_paste, mode_for_family
 from .backends import (BACKENDS, EagerBackend, OnnxRuntimeBackend, TensorRTBackend,
                        TorchScriptBackend, artifact_config, backend_for_path)
+from .memory import retain_freed_memory
 from .result import Prediction
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Predictor:
                  whole_image_iuv: bool = True):
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not supported; choose from {BACKENDS}")
+        retain_freed_memory()
         self.device = torch.device(device)
         self.backend_name = backend
         self.whole_image_iuv = whole_image_iuv

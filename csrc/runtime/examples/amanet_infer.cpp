@@ -155,9 +155,9 @@ int main(int argc, char** argv) {
     cv::cvtColor(pred.iuv, iuv_file, cv::COLOR_RGB2BGR);
     if (!cv::imwrite(out_path, iuv_file)) throw amanet::Error("cannot write " + out_path);
 
-    std::printf("model   %s (%s, %s), input %dx%d -> %dx%d, ops %s\n", model_path.c_str(),
+    std::printf("model   %s (%s, %s), input %dx%d -> %dx%d, ops %s, malloc %s\n", model_path.c_str(),
                 info.family.c_str(), info.backend.c_str(), original.width, original.height, input.width,
-                input.height, amanet::ops_build_info().c_str());
+                input.height, amanet::ops_build_info().c_str(), amanet::memory_policy().c_str());
     std::printf("people  %zu\n", pred.people.size());
     for (size_t i = 0; i < pred.people.size(); ++i) {
       const amanet::Person& p = pred.people[i];

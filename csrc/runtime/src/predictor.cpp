@@ -9,10 +9,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <tuple>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "backend.h"
 #include "build_info.h"  // csrc/ops: amanet::build_info() (also ties us to libamanet_ops)
@@ -229,6 +236,39 @@ struct Predictor::Impl {
   }
 };
 
+namespace {
+
+std::mutex memory_policy_mutex;
+std::string memory_policy_state = "default";
+
+// The Python runtime's amanet.runtime.memory.retain_freed_memory, decided once per process.
+void apply_memory_policy(bool wanted) {
+  std::lock_guard<std::mutex> lock(memory_policy_mutex);
+  if (memory_policy_state != "default") return;
+  const char* env = std::getenv("AMANET_MALLOC");
+  const std::string choice = env != nullptr ? lower(env) : "retain";
+  if (choice != "retain" && choice != "system")
+    throw Error("AMANET_MALLOC must be 'retain' (default) or 'system', got '" + choice + "'");
+  if (!wanted || choice == "system") {
+    memory_policy_state = "system";
+    return;
+  }
+#if defined(__GLIBC__)
+  // mmap off first: no large block allocated meanwhile can bypass the heap.
+  const bool ok = mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, INT_MAX) == 1;
+  memory_policy_state = ok ? "retained" : "unsupported";
+#else
+  memory_policy_state = "unsupported";
+#endif
+}
+
+}  // namespace
+
+std::string memory_policy() {
+  std::lock_guard<std::mutex> lock(memory_policy_mutex);
+  return memory_policy_state;
+}
+
 Predictor::Predictor(const std::string& model_path, PredictorOptions options) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.options = options;
@@ -237,6 +277,7 @@ Predictor::Predictor(const std::string& model_path, PredictorOptions options) : 
   if (options.min_size < 0 || options.max_size < 0)
     throw Error("PredictorOptions::min_size/max_size must be >= 0 (0 = from the export)");
   check_model_file(model_path);
+  apply_memory_policy(options.retain_freed_memory);
   m.device = parse_device(options.device);
   if (!m.device.is_cpu() && !m.device.is_cuda())
     throw Error("unsupported device '" + options.device + "': use \"cpu\" or \"cuda[:N]\"");

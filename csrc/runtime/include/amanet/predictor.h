@@ -47,7 +47,17 @@ struct PredictorOptions {
   // Also composite the whole-image IUV map (Prediction::iuv); the per-person charts are always
   // returned.
   bool whole_image_iuv = true;
+  // Process-wide, decided by the first Predictor: have the C library keep freed memory for reuse
+  // (glibc; elsewhere nothing changes) so that large tensors do not start on fresh pages the
+  // kernel must fault in and zero again (the Python runtime's policy, README "Performance").
+  // The process then keeps its peak heap size. The environment variable AMANET_MALLOC=system
+  // overrides true; any value other than "retain" or "system" is an Error.
+  bool retain_freed_memory = true;
 };
+
+// The memory policy in effect: "retained", "system" (turned off), "unsupported" (not glibc) or
+// "default" (no Predictor has decided yet).
+std::string memory_policy();
 
 struct Box {
   float x1 = 0, y1 = 0, x2 = 0, y2 = 0;  // XYXY, original-image pixels
