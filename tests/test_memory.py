@@ -90,4 +90,5 @@ code = cli.main(["convert", %r, %r])
 print(json.dumps({"code": code, "after": memory.policy()}))
 """ % (str(tmp_path / "missing.pkl"), str(tmp_path / "out.pth")))
     assert cli["code"] == 2 and cli["after"] in ("retained", "unsupported")
+    # importing amanet and torch alone changes nothing
     assert _run(_FAULTS.replace("applied = memory.retain_freed_memory()", "applied = None"))["policy"] == "default"
