@@ -7,9 +7,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -120,24 +117,14 @@ std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_cpu(const at::Tensor& fe
                                                             const at::Tensor& gates_in, int64_t group_size) {
   check_adaptive_aggregation_inputs(features_in, gates_in, group_size);
   TORCH_CHECK(features_in.is_cpu(), "adaptive_aggregation (CPU kernel): features must be a CPU tensor");
-  const at::Tensor features = features_in.contiguous();
-  const at::Tensor gates = gates_in.contiguous();
-  const int64_t N = features.size(0), P = features.size(1), C = features.size(2);
-  const int64_t H = features.size(3), W = features.size(4);
-  at::Tensor summed = at::empty({N, C, H, W}, features.options());
-  at::Tensor groups = group_size > 0 ? at::empty(aggregation_groups_shape(features, group_size), features.options())
-                                     : at::empty({0}, features.options());
-  if (P == 0) {
-    summed.zero_();
-    return {groups, summed};
-  }
-  if (summed.numel() == 0) return {groups, summed};
-  AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "adaptive_aggregation_cpu", [&] {
-    forward_kernel<scalar_t>(features.const_data_ptr<scalar_t>(), gates.const_data_ptr<scalar_t>(),
-                             group_size > 0 ? groups.mutable_data_ptr<scalar_t>() : nullptr,
-                             summed.mutable_data_ptr<scalar_t>(), N, P, C, H * W, group_size);
+  const AggregationForward call = prepare_aggregation_forward(features_in, gates_in, group_size);
+  if (call.done) return {call.groups, call.summed};
+  AT_DISPATCH_FLOATING_TYPES(call.features.scalar_type(), "adaptive_aggregation_cpu", [&] {
+    forward_kernel<scalar_t>(call.features.const_data_ptr<scalar_t>(), call.gates.const_data_ptr<scalar_t>(),
+                             group_size > 0 ? call.groups.mutable_data_ptr<scalar_t>() : nullptr,
+                             call.summed.mutable_data_ptr<scalar_t>(), call.N, call.P, call.C, call.HW, group_size);
   });
-  return {groups, summed};
+  return {call.groups, call.summed};
 }
 
 std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_backward_cpu(
@@ -146,41 +133,19 @@ std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_backward_cpu(
   check_adaptive_aggregation_inputs(features_in, gates_in, group_size);
   check_adaptive_aggregation_grads(grad_groups_in, grad_summed_in, features_in, group_size);
   TORCH_CHECK(features_in.is_cpu(), "adaptive_aggregation_backward (CPU kernel): features must be a CPU tensor");
-  const bool has_groups = aggregation_grad_present(grad_groups_in);
-  const bool has_summed = aggregation_grad_present(grad_summed_in);
-  if (!has_groups && !has_summed) {
-    return {at::zeros_like(features_in, at::MemoryFormat::Contiguous),
-            at::zeros_like(gates_in, at::MemoryFormat::Contiguous)};
-  }
-  const at::Tensor features = features_in.contiguous();
-  const at::Tensor gates = gates_in.contiguous();
-  const at::Tensor grad_groups = has_groups ? grad_groups_in->contiguous() : at::Tensor();
-  const at::Tensor grad_summed = has_summed ? grad_summed_in->contiguous() : at::Tensor();
-  const int64_t N = features.size(0), P = features.size(1), C = features.size(2);
-  const int64_t HW = features.size(3) * features.size(4);
-  at::Tensor grad_features = at::empty_like(features);
-  at::Tensor grad_gates = at::empty_like(gates);
-  if (features.numel() == 0) {
-    grad_gates.zero_();  // H*W == 0: every dg is an empty sum
-    return {grad_features, grad_gates};
-  }
-  AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "adaptive_aggregation_backward_cpu", [&] {
-    const scalar_t* ds = has_summed ? grad_summed.const_data_ptr<scalar_t>() : nullptr;
-    const scalar_t* dr = has_groups ? grad_groups.const_data_ptr<scalar_t>() : nullptr;
-    auto run = [&](auto kernel) {
-      kernel(ds, dr, features.const_data_ptr<scalar_t>(), gates.const_data_ptr<scalar_t>(),
-             grad_features.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), N, P, C, HW,
-             group_size);
-    };
-    if (has_summed && has_groups) {
-      run(backward_kernel<scalar_t, true, true>);
-    } else if (has_summed) {
-      run(backward_kernel<scalar_t, true, false>);
-    } else {
-      run(backward_kernel<scalar_t, false, true>);
-    }
+  const AggregationBackward call = prepare_aggregation_backward(grad_groups_in, grad_summed_in, features_in, gates_in);
+  if (call.done) return {call.grad_features, call.grad_gates};
+  AT_DISPATCH_FLOATING_TYPES(call.features.scalar_type(), "adaptive_aggregation_backward_cpu", [&] {
+    dispatch_aggregation_backward(call, [&](auto with_summed, auto with_groups) {
+      backward_kernel<scalar_t, decltype(with_summed)::value, decltype(with_groups)::value>(
+          call.has_summed ? call.grad_summed.const_data_ptr<scalar_t>() : nullptr,
+          call.has_groups ? call.grad_groups.const_data_ptr<scalar_t>() : nullptr,
+          call.features.const_data_ptr<scalar_t>(), call.gates.const_data_ptr<scalar_t>(),
+          call.grad_features.mutable_data_ptr<scalar_t>(), call.grad_gates.mutable_data_ptr<scalar_t>(), call.N,
+          call.P, call.C, call.HW, group_size);
+    });
   });
-  return {grad_features, grad_gates};
+  return {call.grad_features, call.grad_gates};
 }
 
 }  // namespace

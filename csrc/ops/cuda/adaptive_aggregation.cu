@@ -9,9 +9,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros_like.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -107,28 +104,19 @@ std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_cuda(const at::Tensor& f
   check_adaptive_aggregation_inputs(features_in, gates_in, group_size);
   TORCH_CHECK(features_in.is_cuda(), "adaptive_aggregation (CUDA kernel): features must be a CUDA tensor");
   c10::cuda::CUDAGuard guard(features_in.device());
-  const at::Tensor features = features_in.contiguous();
-  const at::Tensor gates = gates_in.contiguous();
-  const int64_t N = features.size(0), P = features.size(1), C = features.size(2);
-  const int64_t H = features.size(3), W = features.size(4);
-  at::Tensor summed = at::empty({N, C, H, W}, features.options());
-  at::Tensor groups = group_size > 0 ? at::empty(aggregation_groups_shape(features, group_size), features.options())
-                                     : at::empty({0}, features.options());
-  if (P == 0) {
-    summed.zero_();
-    return {groups, summed};
-  }
-  const int64_t total = summed.numel();
-  if (total == 0) return {groups, summed};
+  const AggregationForward call = prepare_aggregation_forward(features_in, gates_in, group_size);
+  if (call.done) return {call.groups, call.summed};
+  const int64_t total = call.summed.numel();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "adaptive_aggregation_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, call.features.scalar_type(), "adaptive_aggregation_cuda",
+                                  [&] {
     forward_kernel<scalar_t><<<blocks_for((total + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-        features.const_data_ptr<scalar_t>(), gates.const_data_ptr<scalar_t>(),
-        group_size > 0 ? groups.mutable_data_ptr<scalar_t>() : nullptr, summed.mutable_data_ptr<scalar_t>(), P, C,
-        H * W, total, group_size);
+        call.features.const_data_ptr<scalar_t>(), call.gates.const_data_ptr<scalar_t>(),
+        group_size > 0 ? call.groups.mutable_data_ptr<scalar_t>() : nullptr, call.summed.mutable_data_ptr<scalar_t>(),
+        call.P, call.C, call.HW, total, group_size);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {groups, summed};
+  return {call.groups, call.summed};
 }
 
 std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_backward_cuda(
@@ -138,43 +126,24 @@ std::tuple<at::Tensor, at::Tensor> adaptive_aggregation_backward_cuda(
   check_adaptive_aggregation_grads(grad_groups_in, grad_summed_in, features_in, group_size);
   TORCH_CHECK(features_in.is_cuda(), "adaptive_aggregation_backward (CUDA kernel): features must be a CUDA tensor");
   c10::cuda::CUDAGuard guard(features_in.device());
-  const bool has_groups = aggregation_grad_present(grad_groups_in);
-  const bool has_summed = aggregation_grad_present(grad_summed_in);
-  if (!has_groups && !has_summed) {
-    return {at::zeros_like(features_in, at::MemoryFormat::Contiguous),
-            at::zeros_like(gates_in, at::MemoryFormat::Contiguous)};
-  }
-  const at::Tensor features = features_in.contiguous();
-  const at::Tensor gates = gates_in.contiguous();
-  const at::Tensor grad_groups = has_groups ? grad_groups_in->contiguous() : at::Tensor();
-  const at::Tensor grad_summed = has_summed ? grad_summed_in->contiguous() : at::Tensor();
-  const int64_t P = features.size(1), C = features.size(2);
-  const int64_t HW = features.size(3) * features.size(4);
-  at::Tensor grad_features = at::empty_like(features);
-  at::Tensor grad_gates = at::empty_like(gates);
-  const int64_t rows = gates.numel();
-  if (rows == 0) return {grad_features, grad_gates};
+  const AggregationBackward call = prepare_aggregation_backward(grad_groups_in, grad_summed_in, features_in, gates_in);
+  if (call.done) return {call.grad_features, call.grad_gates};
+  const int64_t rows = call.gates.numel();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, features.scalar_type(), "adaptive_aggregation_backward_cuda", [&] {
-        const scalar_t* ds = has_summed ? grad_summed.const_data_ptr<scalar_t>() : nullptr;
-        const scalar_t* dr = has_groups ? grad_groups.const_data_ptr<scalar_t>() : nullptr;
-        auto launch = [&](auto kernel) {
-          kernel<<<blocks_for(rows), kThreads, 0, stream>>>(
-              ds, dr, features.const_data_ptr<scalar_t>(), gates.const_data_ptr<scalar_t>(),
-              grad_features.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), P, C, HW, rows,
-              group_size);
+      at::kHalf, at::kBFloat16, call.features.scalar_type(), "adaptive_aggregation_backward_cuda", [&] {
+        dispatch_aggregation_backward(call, [&](auto with_summed, auto with_groups) {
+          backward_kernel<scalar_t, decltype(with_summed)::value, decltype(with_groups)::value>
+              <<<blocks_for(rows), kThreads, 0, stream>>>(
+                  call.has_summed ? call.grad_summed.const_data_ptr<scalar_t>() : nullptr,
+                  call.has_groups ? call.grad_groups.const_data_ptr<scalar_t>() : nullptr,
+                  call.features.const_data_ptr<scalar_t>(), call.gates.const_data_ptr<scalar_t>(),
+                  call.grad_features.mutable_data_ptr<scalar_t>(), call.grad_gates.mutable_data_ptr<scalar_t>(),
+                  call.P, call.C, call.HW, rows, group_size);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
-        };
-        if (has_summed && has_groups) {
-          launch(backward_kernel<scalar_t, true, true>);
-        } else if (has_summed) {
-          launch(backward_kernel<scalar_t, true, false>);
-        } else {
-          launch(backward_kernel<scalar_t, false, true>);
-        }
+        });
       });
-  return {grad_features, grad_gates};
+  return {call.grad_features, call.grad_gates};
 }
 
 }  // namespace
