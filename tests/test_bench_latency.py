@@ -23,6 +23,7 @@ def test_latency_quick_mode(tmp_path):
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     doc = json.loads((out / "latency.json").read_text())
+    assert doc["meta"]["malloc"] in ("retained", "unsupported")  # the Predictor's memory policy
     backends = {r["case"]["backend"] for r in doc["results"]}
     assert backends == {"eager", "torchscript", "onnxruntime"}
     for r in doc["results"]:
