@@ -47,7 +47,8 @@ def _extensions():
     rel = lambda paths: sorted(os.path.relpath(p, ROOT) for p in paths)  # noqa: E731
     sources = rel(glob.glob(os.path.join(ROOT, "csrc", "ops", "*.cpp"))
                   + glob.glob(os.path.join(ROOT, "csrc", "ops", "cpu", "*.cpp"))
-                  + glob.glob(os.path.join(ROOT, "csrc", "ops", "autograd", "*.cpp")))
+                  + glob.glob(os.path.join(ROOT, "csrc", "ops", "autograd", "*.cpp"))
+                  + glob.glob(os.path.join(ROOT, "csrc", "ops", "autocast", "*.cpp")))
     include_dirs = [os.path.join(ROOT, "csrc", "ops")]
     cxx = ["-O3", "-std=c++20", "-fopenmp"]
     define_macros = []

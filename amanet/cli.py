@@ -62,6 +62,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .runtime import Predictor
     from .viz import draw_overlay, iuv_to_png_array
 
+    from .runtime.precision import check_precision
+
+    check_precision(args.precision, args.device)  # before anything is loaded or printed
     paths, overrides = split_overrides(args.inputs)
     overrides += list(args.opts or [])
     config, weights = args.config, args.weights
@@ -88,9 +91,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"note: using the bundled demo model ({DEMO_MODEL.name}), trained on synthetic "
               "people only: it is not meant for real photos", file=sys.stderr)
     if args.backend != "eager":
-        predictor = Predictor(None, weights, device=args.device, backend=args.backend)
+        predictor = Predictor(None, weights, device=args.device, backend=args.backend,
+                              precision=args.precision, threads=args.threads)
     else:
-        predictor = Predictor(config, weights, overrides=overrides, device=args.device)
+        predictor = Predictor(config, weights, overrides=overrides, device=args.device,
+                              precision=args.precision, threads=args.threads)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -159,8 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="out", help="output folder (default: out)")
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--backend", default="eager",
-                    choices=["eager", "torchscript", "onnxruntime", "tensorrt"],
-                    help="eager (checkpoint in --weights) or an exported model in --weights")
+                    choices=["eager", "torchscript", "onnxruntime", "openvino", "tensorrt"],
+                    help="eager (checkpoint in --weights) or an exported model in --weights "
+                    "(openvino runs the .onnx export)")
+    pr.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                    help="compute precision: bf16 on a CPU with AVX512-BF16/AMX (eager, "
+                    "openvino) or a CUDA GPU; fp16 on CUDA. Post-processing stays fp32")
+    pr.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     pr.add_argument("--demo", action="store_true",
                     help="add a bundled image: the synthetic one with the demo model (no --config "
                     "and no --weights), the photo otherwise")

@@ -22,3 +22,13 @@ def fixture_dir(name: str) -> Path:
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+def make_fixture_weights(root: Path, dest: Path) -> Path:
+    """Regenerate a fixture's deterministic weights into ``dest`` with its own make_weights.py."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, str(root / "make_weights.py"), str(dest)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return dest

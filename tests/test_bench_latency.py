@@ -19,20 +19,31 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_latency_quick_mode(tmp_path):
     out = tmp_path / "bench"
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "latency.py"), "--quick",
-                          "--families", "s1x", "--out", str(out)],
+                          "--families", "s1x", "--backends", "eager", "torchscript",
+                          "onnxruntime", "openvino", "--precisions", "fp32", "bf16",
+                          "--out", str(out)],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     doc = json.loads((out / "latency.json").read_text())
     assert doc["meta"]["malloc"] in ("retained", "unsupported")  # the Predictor's memory policy
-    backends = {r["case"]["backend"] for r in doc["results"]}
-    assert backends == {"eager", "torchscript", "onnxruntime"}
+    cases = {(r["case"]["backend"], r["case"]["precision"]) for r in doc["results"]}
+    # each backend runs the precisions it can; ONNX Runtime / TorchScript have no bf16 row
+    assert cases == {("eager", "fp32"), ("eager", "bf16"), ("torchscript", "fp32"),
+                     ("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")}
     for r in doc["results"]:
         assert r["median_ms"] > 0 and r["detections_found"] == r["case"]["detections"]
+        assert r["gflops"] > 0
     eager = [r for r in doc["results"] if r["case"]["backend"] == "eager"][0]
     assert set(eager["stages_ms"]) == {"backbone", "rpn", "box_head", "densepose", "postprocess"}
     assert eager["stage_gflops"]["backbone"] > 0
+    assert doc["meta"]["conv_peak_tflops"]["fp32"] > 0 and doc["meta"]["conv_peak_tflops"]["bf16"] > 0
+    assert doc["meta"]["cpu"]["model"] and isinstance(doc["meta"]["cpu"]["isa"], list)
     assert (out / "latency.png").stat().st_size > 1000
-    assert "| s1x | onnxruntime |" in (out / "latency.md").read_text()
+    table = (out / "latency.md").read_text()
+    assert table.startswith("CPU: ")
+    assert "| s1x | openvino | bf16 |" in table and "| s1x | eager | fp32 |" in table
+    eager_row = [line for line in table.splitlines() if "| s1x | eager | fp32 |" in line][0]
+    assert "| 1.00x |" in eager_row  # the reference row's ratio to itself
     cmp = subprocess.run([sys.executable, str(ROOT / "bench" / "latency.py"), "--quick",
                           "--families", "s1x", "--backends", "eager", "--out",
                           str(tmp_path / "b2"), "--compare", str(out / "latency.json")],

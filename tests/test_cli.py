@@ -87,17 +87,19 @@ def test_convert_roundtrip(tmp_path):
         pickle.dump({"model": {k: v.numpy() for k, v in state.items()}}, f)
     dst = tmp_path / "ours.pth"
     assert main(["convert", str(src), str(dst), "--config", "s1x"]) == 0
-    from amanet.runtime import Predictor
-    p = Predictor(None, weights=str(dst))
-    assert p.family == "s1x"
-    sd = p.model.state_dict()
+    from amanet.checkpoint import config_of_checkpoint, load_weights
+    cfg = config_of_checkpoint(str(dst))
+    assert cfg.family == "s1x"
+    model = build_model(cfg)
+    load_weights(model, str(dst))
+    sd = model.state_dict()  # (a Predictor's model is inference-prepared: FrozenBN folded)
     assert all(torch.equal(sd[k], v) for k, v in state.items())
 
 
 def test_convert_half_from_embedded_config(tmp_path, capsys):
     import torch
 
-    from amanet.checkpoint import read_checkpoint, save_checkpoint
+    from amanet.checkpoint import load_weights, read_checkpoint, save_checkpoint
     from amanet.modeling.model import build_model
     from amanet.runtime import Predictor
     from train_fixtures import tiny_config
@@ -115,8 +117,11 @@ def test_convert_half_from_embedded_config(tmp_path, capsys):
     assert "optimizer" not in torch.load(dst, weights_only=True)
     assert dst.stat().st_size < 0.6 * src.stat().st_size
     p = Predictor(None, weights=str(dst))               # config from the file, float32 model
+    assert p.cfg.family == "amanet"
+    loaded = build_model(p.cfg)                          # (p.model is inference-prepared)
+    load_weights(loaded, str(dst))
     for k, v in model.state_dict().items():
-        got = p.model.state_dict()[k]
+        got = loaded.state_dict()[k]
         assert got.dtype == v.dtype
         if v.is_floating_point():
             torch.testing.assert_close(got, v.half().float())

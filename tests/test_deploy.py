@@ -1,4 +1,5 @@
-"""TorchScript and ONNX exports of both families match eager PyTorch; zero detections work."""
+"""TorchScript and ONNX exports of both families match eager PyTorch (ONNX in ONNX Runtime and
+in OpenVINO); zero detections work."""
 from __future__ import annotations
 
 import subprocess
@@ -14,7 +15,8 @@ from amanet.deploy.graph import DeployGraph
 from amanet.modeling.model import build_model
 from amanet.modeling.smoke_init import smoke_init_
 from amanet.ops.library import load_library
-from amanet.runtime.backends import EagerBackend, OnnxRuntimeBackend, TorchScriptBackend
+from amanet.runtime.backends import (EagerBackend, OnnxRuntimeBackend, OpenVINOBackend,
+                                     TorchScriptBackend)
 
 pytestmark = pytest.mark.skipif(not load_library() or not hasattr(torch.ops.amanet, "nms"),
                                 reason="amanet._C with roi_align/nms is not built")
@@ -68,13 +70,14 @@ def pair_and_compare(ref, out, box_atol=0.05, score_atol=1e-4, rel=1e-3):
 
 
 @pytest.mark.parametrize("hw", [(160, 224), (224, 288)])  # export size and another
-def test_torchscript_and_onnxruntime_match_eager(exported, hw):
+def test_torchscript_onnxruntime_and_openvino_match_eager(exported, hw):
     eager = EagerBackend(exported["model"], torch.device("cpu"))
     img = image(*hw)
     ref = eager(img)
     assert ref["boxes"].shape[0] == DETS
     for backend in (TorchScriptBackend(exported["ts"], torch.device("cpu")),
-                    OnnxRuntimeBackend(exported["onnx"], ["CPUExecutionProvider"])):
+                    OnnxRuntimeBackend(exported["onnx"], ["CPUExecutionProvider"]),
+                    OpenVINOBackend(exported["onnx"], "fp32", threads=2)):
         pair_and_compare(ref, backend(img))
 
 
@@ -89,7 +92,10 @@ def test_zero_detections_in_every_backend(exported, tmp_path):
     s = model.cfg.densepose.heatmap_size
     for backend in (EagerBackend(model, torch.device("cpu")),
                     TorchScriptBackend(str(ts), torch.device("cpu")),
-                    OnnxRuntimeBackend(str(ox), ["CPUExecutionProvider"])):
+                    OnnxRuntimeBackend(str(ox), ["CPUExecutionProvider"]),
+                    OpenVINOBackend(str(ox), "fp32", threads=2),
+                    EagerBackend(model, torch.device("cpu"), "bf16"),
+                    OpenVINOBackend(str(ox), "bf16", threads=2)):
         out = backend(img)
         assert out["boxes"].shape == (0, 4), backend.name
         assert out["fine_segm"].shape == (0, 25, s, s), backend.name
@@ -155,8 +161,9 @@ def test_predictor_over_every_backend_gives_the_same_people(exported):
 
     eager = Predictor(exported["family"], overrides=overrides())(str(PHOTO))
     assert len(eager) == DETS
-    for path in (exported["ts"], exported["onnx"]):
-        pred = Predictor.from_export(path)(str(PHOTO))
+    for path, backend in ((exported["ts"], None), (exported["onnx"], None),
+                          (exported["onnx"], "openvino")):
+        pred = Predictor.from_export(path, backend=backend)(str(PHOTO))
         dist = np.abs(pred.boxes[:, None, :] - eager.boxes[None, :, :]).sum(-1)
         match = dist.argmin(axis=0)
         np.testing.assert_allclose(pred.boxes[match], eager.boxes, atol=0.05)

@@ -3,13 +3,11 @@ that need no fixture (zero RoIs, TorchScript, folding after a weight reload).
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from fixtures_path import fixture_dir
+from fixtures_path import fixture_dir, make_fixture_weights
 
 from amanet.config.schema import DensePoseConfig, amanet_config
 from amanet.modeling.heads.ama import AMAHead
@@ -42,8 +40,7 @@ def _stats_err(t: torch.Tensor, stats) -> float:
 def ama_fixture(tmp_path_factory):
     root = fixture_dir("ama_head")
     weights_path = tmp_path_factory.mktemp("ama_head") / "ama_head_weights.pt"
-    subprocess.run([sys.executable, str(root / "make_weights.py"), str(weights_path)], check=True,
-                   stdout=subprocess.DEVNULL)
+    make_fixture_weights(root, weights_path)
     weights = torch.load(weights_path, weights_only=True)
     weights_path.unlink()  # ~300 MB; everything needed is in memory now
     keys = [line.split("\t")[0] for line in (root / "keys.txt").read_text().splitlines() if line]

@@ -20,7 +20,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="amanet bench", description="End-to-end latency per backend x image size x threads")
     p.add_argument("--families", nargs="+", default=["amanet", "s1x"])
     p.add_argument("--backends", nargs="+", default=["eager", "torchscript", "onnxruntime"],
-                   choices=["eager", "torchscript", "onnxruntime", "tensorrt"])
+                   choices=["eager", "torchscript", "onnxruntime", "openvino", "tensorrt"])
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                   help="each backend runs those it can (eager, openvino: fp32 and bf16; the "
+                   "others fp32); fp32 eager always runs: every row's ratio is to it")
     p.add_argument("--sizes", nargs="+", type=parse_size, default=[(800, 1216)],
                    help="HxW of the (already resized) model input")
     p.add_argument("--threads", nargs="+", type=int, default=[2])
@@ -38,13 +41,17 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     memory.retain_freed_memory()  # here for the exports; each timed case applies it too
     results = L.run_all(args.families, args.backends, args.sizes, args.threads, args.detections,
-                        args.runs, args.warmup, out / "artifacts", args.weights)
+                        args.runs, args.warmup, out / "artifacts", args.weights,
+                        precisions=args.precisions)
+    cpu = L.cpu_info()
+    peak = L.conv_peak(max(args.threads), runs=1 if args.quick else 5)
     meta = {"torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+            "cpu": cpu, "conv_peak_tflops": peak,
             "runs": args.runs, "warmup": args.warmup, "weights": args.weights or "smoke-init",
             "malloc": memory.policy()}
     doc = L.to_json(results, meta)
     (out / "latency.json").write_text(json.dumps(doc, indent=1))
-    table = L.markdown_table(results)
+    table = L.markdown_table(results, peak, cpu)
     (out / "latency.md").write_text(table + "\n")
     L.bar_chart(results, out / "latency.png")
     print(table)

@@ -1,7 +1,9 @@
-"""End-to-end latency per backend x image size x threads, with an eager stage breakdown.
+"""End-to-end latency per backend x precision x image size x threads, with an eager stage
+breakdown, each row's ratio to fp32 eager of the same run and its achieved GFLOP/s against the
+peak this machine reaches on a conv of the heads' size (measured by the benchmark itself).
 
-Each (backend, size, threads) case runs in its own subprocess, so its peak RSS and thread
-settings are its own. The number of detections is forced (score threshold 0, a fixed
+Each (backend, precision, size, threads) case runs in its own subprocess, so its peak RSS and
+thread settings are its own. The number of detections is forced (score threshold 0, a fixed
 ``DETECTIONS_PER_IMAGE``) so runs are comparable whatever the weights detect; the measured
 count is reported next to the forced one. Timings are medians of ``runs`` after ``warmup``.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -24,7 +27,11 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-EXPORTED = {"torchscript": "model.ts", "onnxruntime": "model.onnx"}
+EXPORTED = {"torchscript": "model.ts", "onnxruntime": "model.onnx", "openvino": "model.onnx"}
+# What each backend can be asked to run here (others are skipped, not failed: see Predictor).
+BACKEND_PRECISIONS = {"eager": ("fp32", "bf16"), "torchscript": ("fp32",),
+                      "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"),
+                      "tensorrt": ("fp32",)}
 
 
 @dataclass
@@ -35,6 +42,7 @@ class Case:
     threads: int
     detections: int
     family: str
+    precision: str = "fp32"
 
 
 @dataclass
@@ -48,6 +56,7 @@ class Result:
     detections_found: int
     stages_ms: Dict[str, float] = field(default_factory=dict)
     stage_gflops: Dict[str, float] = field(default_factory=dict)
+    gflops: float = 0.0          # the model's work for this input (eager fp32 FLOP count)
 
 
 # -- the model under test ----------------------------------------------------------------------
@@ -83,24 +92,26 @@ def export_artifacts(model, out_dir: Path) -> Dict[str, Path]:
     from ..deploy.torchscript import export_torchscript
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"torchscript": out_dir / EXPORTED["torchscript"],
-             "onnxruntime": out_dir / EXPORTED["onnxruntime"]}
+    paths = {backend: out_dir / name for backend, name in EXPORTED.items()}
     export_torchscript(model, paths["torchscript"])
-    export_onnx(model, paths["onnxruntime"])
+    export_onnx(model, paths["onnxruntime"])  # OpenVINO runs the same file
     return paths
 
 
 # -- one case, in the current process ----------------------------------------------------------
 def _make_backend(case: Case, artifact: Optional[str], weights: Optional[str]):
+    from ..modeling.inference_prep import prepare_for_inference
     from ..runtime import backends as b
 
-    if case.backend == "eager":
-        return b.EagerBackend(bench_model(case.family, case.detections, weights),
-                              torch.device("cpu"))
+    if case.backend == "eager":  # prepared as the Predictor prepares it
+        model = prepare_for_inference(bench_model(case.family, case.detections, weights))
+        return b.EagerBackend(model, torch.device("cpu"), case.precision)
     if case.backend == "torchscript":
         return b.TorchScriptBackend(artifact, torch.device("cpu"))
     if case.backend == "onnxruntime":
         return b.OnnxRuntimeBackend(artifact, ["CPUExecutionProvider"], threads=case.threads)
+    if case.backend == "openvino":
+        return b.OpenVINOBackend(artifact, case.precision, threads=case.threads)
     if case.backend == "tensorrt":
         return b.TensorRTBackend(artifact)
     raise ValueError(f"unknown backend {case.backend!r}")
@@ -130,16 +141,18 @@ def time_case(case: Case, artifact: Optional[str], runs: int, warmup: int,
                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                  detections_found=int(out["boxes"].shape[0]) if out else 0)
     if case.backend == "eager":
-        res.stages_ms, res.stage_gflops = stage_breakdown(backend.model, image, runs)
+        res.stages_ms, res.stage_gflops = stage_breakdown(backend.model, image, runs,
+                                                          case.precision)
     return res
 
 
-def stage_breakdown(model, image: torch.Tensor, runs: int) -> Tuple[Dict[str, float],
-                                                                    Dict[str, float]]:
+def stage_breakdown(model, image: torch.Tensor, runs: int, precision: str = "fp32"
+                    ) -> Tuple[Dict[str, float], Dict[str, float]]:
     """Median ms and GFLOPs of backbone, RPN, box head, DensePose head and post-processing."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from ..runtime.backends import flat_outputs
+    from ..runtime.precision import autocast
     from ..runtime.predictor import Predictor
 
     post = Predictor.__new__(Predictor)  # only its post-processing is used
@@ -159,7 +172,7 @@ def stage_breakdown(model, image: torch.Tensor, runs: int) -> Tuple[Dict[str, fl
             times.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
             return r
 
-        with torch.no_grad():
+        with torch.no_grad(), autocast(precision, torch.device("cpu")):
             batch, sizes = model.preprocess([image])
             feats = run("backbone", lambda: model.backbone(batch))
             props = run("rpn", lambda: model.proposal_generator(feats, sizes)[0])
@@ -179,11 +192,16 @@ def stage_breakdown(model, image: torch.Tensor, runs: int) -> Tuple[Dict[str, fl
 # -- many cases, each in a subprocess ----------------------------------------------------------
 def run_all(families: Sequence[str], backends: Sequence[str], sizes: Sequence[Tuple[int, int]],
             threads: Sequence[int], detections: Sequence[int], runs: int, warmup: int,
-            work_dir: Path, weights: Optional[str] = None, progress: bool = True
-            ) -> List[Result]:
+            work_dir: Path, weights: Optional[str] = None, progress: bool = True,
+            precisions: Sequence[str] = ("fp32",)) -> List[Result]:
+    """Every case; a (backend, precision) pair the backend cannot run is left out. fp32 eager
+    is always measured (the reference of every row's ratio)."""
     from tqdm import tqdm
 
-    cases = [Case(b, h, w, t, d, f) for f in families for d in detections for b in backends
+    pairs = [(b, p) for b in backends for p in precisions if p in BACKEND_PRECISIONS[b]]
+    if ("eager", "fp32") not in pairs:
+        pairs.insert(0, ("eager", "fp32"))
+    cases = [Case(b, h, w, t, d, f, p) for f in families for d in detections for b, p in pairs
              for (h, w) in sizes for t in threads]
     artifacts: Dict[Tuple[str, int], Dict[str, Path]] = {}
     results = []
@@ -197,7 +215,55 @@ def run_all(families: Sequence[str], backends: Sequence[str], sizes: Sequence[Tu
                                                   work_dir / f"{case.family}_d{case.detections}")
             artifact = str(artifacts[key][case.backend])
         results.append(_run_in_subprocess(case, artifact, runs, warmup, weights))
+    flops: Dict[Tuple[str, int, int, int], float] = {}
+    for r in results:  # the eager rows counted the model's FLOPs; every row of that input shares it
+        if r.stage_gflops:
+            flops[(r.case.family, r.case.detections, r.case.height, r.case.width)] = \
+                sum(r.stage_gflops.values())
+    for r in results:
+        r.gflops = flops.get((r.case.family, r.case.detections, r.case.height, r.case.width), 0.0)
     return results
+
+
+# -- the machine -------------------------------------------------------------------------------
+def cpu_info() -> Dict[str, Any]:
+    """CPU model and the ISA flags that decide reduced-precision speed (from /proc/cpuinfo)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16",
+              "amx_tile", "amx_int8"]
+    return {"model": model, "isa": [f for f in wanted if f in flags],
+            "cores": os.cpu_count()}
+
+
+def conv_peak(threads: int, runs: int = 5) -> Dict[str, float]:
+    """Achieved TFLOP/s of a 3x3 conv at the DensePose head's size (20 RoIs x 512 ch x 28x28,
+    channels-last), fp32 and bf16: the ceiling the table's GFLOP/s are read against."""
+    torch.set_num_threads(threads)
+    out = {}
+    n, c, hw = 20, 512, 28
+    flops = 2 * n * c * c * 9 * hw * hw
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        x = torch.randn(n, c, hw, hw).to(dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(c, c, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            for _ in range(2):
+                torch.nn.functional.conv2d(x, w, padding=1)
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                torch.nn.functional.conv2d(x, w, padding=1)
+                times.append(time.perf_counter() - t0)
+        out[name] = flops / statistics.median(times) / 1e12
+    return out
 
 
 def _run_in_subprocess(case: Case, artifact: Optional[str], runs: int, warmup: int,
@@ -219,15 +285,43 @@ def to_json(results: List[Result], meta: Dict[str, Any]) -> Dict[str, Any]:
     return {"meta": meta, "results": [asdict(r) for r in results]}
 
 
-def markdown_table(results: List[Result]) -> str:
-    lines = ["| family | backend | size | threads | dets (forced/found) | median ms | p90 ms "
-             "| min ms | img/s | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+def _eager_fp32(results: List[Result], case: Case) -> Optional[Result]:
     for r in results:
         c = r.case
-        lines.append(f"| {c.family} | {c.backend} | {c.height}x{c.width} | {c.threads} | "
-                     f"{c.detections}/{r.detections_found} | {r.median_ms:.1f} | {r.p90_ms:.1f} | "
-                     f"{r.min_ms:.1f} | {r.images_per_s:.2f} | {r.peak_rss_mb:.0f} |")
+        if (c.backend, c.precision, c.family, c.detections, c.height, c.width, c.threads) == \
+                ("eager", "fp32", case.family, case.detections, case.height, case.width,
+                 case.threads):
+            return r
+    return None
+
+
+def markdown_table(results: List[Result], peak: Optional[Dict[str, float]] = None,
+                   cpu: Optional[Dict[str, Any]] = None) -> str:
+    """Rows with their ratio to fp32 eager of the same input, and GFLOP/s (% of the measured
+    conv peak of the row's precision)."""
+    lines = []
+    if cpu:
+        lines += [f"CPU: {cpu['model']} ({cpu['cores']} cores), ISA: {' '.join(cpu['isa'])}"]
+    if peak:
+        lines += [f"Conv peak (3x3, 20x512x28x28, channels-last): fp32 {peak['fp32']:.2f} "
+                  f"TFLOP/s, bf16 {peak['bf16']:.2f} TFLOP/s", ""]
+    lines += ["| family | backend | precision | size | threads | dets (forced/found) | median ms "
+              "| p90 ms | min ms | img/s | peak RSS MB | vs fp32 eager | GFLOP/s (% peak) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        c = r.case
+        ref = _eager_fp32(results, c)
+        ratio = f"{r.median_ms / ref.median_ms:.2f}x" if ref else "-"
+        rate = "-"
+        if r.gflops:
+            gfs = r.gflops / (r.median_ms / 1e3)
+            of_peak = f" ({100 * gfs / (1e3 * peak[c.precision]):.0f} %)" \
+                if peak and c.precision in peak else ""
+            rate = f"{gfs:.0f}{of_peak}"
+        lines.append(f"| {c.family} | {c.backend} | {c.precision} | {c.height}x{c.width} | "
+                     f"{c.threads} | {c.detections}/{r.detections_found} | {r.median_ms:.1f} | "
+                     f"{r.p90_ms:.1f} | {r.min_ms:.1f} | {r.images_per_s:.2f} | "
+                     f"{r.peak_rss_mb:.0f} | {ratio} | {rate} |")
     stage_rows = [r for r in results if r.stages_ms]
     if stage_rows:
         lines += ["", "| family | size | dets | stage | median ms | GFLOPs | GFLOP/s |",
@@ -247,11 +341,12 @@ def bar_chart(results: List[Result], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r.case.family}\n{r.case.backend}\n{r.case.height}x{r.case.width}"
-              f"\nt{r.case.threads} d{r.case.detections}" for r in results]
+    labels = [f"{r.case.family}\n{r.case.backend}\n{r.case.precision}"
+              f"\n{r.case.height}x{r.case.width}\nt{r.case.threads} d{r.case.detections}"
+              for r in results]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(results)), 4.5))
     colors = {"eager": "#4C72B0", "torchscript": "#55A868", "onnxruntime": "#C44E52",
-              "tensorrt": "#8172B2"}
+              "openvino": "#DD8452", "tensorrt": "#8172B2"}
     ax.bar(range(len(results)), [r.median_ms for r in results],
            color=[colors.get(r.case.backend, "gray") for r in results])
     ax.set_xticks(range(len(results)))
@@ -267,8 +362,8 @@ def compare(current: Dict[str, Any], other: Dict[str, Any]) -> str:
     """Ratios other/current of median latency for the cases both files hold."""
     def key(r):
         c = r["case"]
-        return (c["family"], c["backend"], c["height"], c["width"], c["threads"],
-                c["detections"])
+        return (c["family"], c["backend"], c.get("precision", "fp32"), c["height"], c["width"],
+                c["threads"], c["detections"])
 
     theirs = {key(r): r for r in other["results"]}
     lines = ["| case | this ms | other ms | other/this |", "|---|---|---|---|"]

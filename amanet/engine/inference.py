@@ -20,10 +20,11 @@ from ..config import Config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["predict_records", "evaluate_model", "make_evaluator", "evaluate_checkpoint"]
+__all__ = ["predict_records", "predict_with", "evaluate_model", "evaluate_predictor",
+           "make_evaluator", "evaluate_checkpoint"]
 
 
-def _predictor_for(model: nn.Module, cfg: Config):
+def _predictor_for(model: nn.Module, cfg: Config, precision: str = "fp32"):
     """A :class:`~amanet.runtime.Predictor` around an in-memory ``model`` (in eval mode)."""
     from ..runtime import Predictor
     from ..runtime.backends import EagerBackend
@@ -35,18 +36,24 @@ def _predictor_for(model: nn.Module, cfg: Config):
     pred.random_weights = False
     pred.whole_image_iuv = False
     pred.backend_name = "eager"
-    pred.backend = EagerBackend(model, pred.device)
+    pred.precision = precision
+    pred.backend = EagerBackend(model, pred.device, precision)
     return pred
 
 
 def predict_records(model: nn.Module, cfg: Config, records: List[Dict[str, Any]],
-                    progress: bool = True) -> List[Dict[str, Any]]:
+                    progress: bool = True, precision: str = "fp32") -> List[Dict[str, Any]]:
     """DensePose-COCO result entries (the seed's format) for every record's image."""
+    return predict_with(_predictor_for(model, cfg, precision), records, progress)
+
+
+def predict_with(predictor, records: List[Dict[str, Any]], progress: bool = True
+                 ) -> List[Dict[str, Any]]:
+    """:func:`predict_records` through any :class:`~amanet.runtime.Predictor` (any backend)."""
     from tqdm import tqdm
 
     from .evaluate import densepose_results
 
-    predictor = _predictor_for(model, cfg)
     results: List[Dict[str, Any]] = []
     with torch.no_grad():
         for rec in tqdm(records, desc="inference", unit="img", disable=not progress):
@@ -71,6 +78,14 @@ def score_results(gt_json: str, results: List[Dict[str, Any]]) -> Dict[str, Any]
     for key, value in metrics.items():
         logger.info("%-16s %s", key, E.format_metrics(value))
     return metrics
+
+
+def evaluate_predictor(predictor, dataset: str, progress: bool = True) -> Dict[str, Any]:
+    """Predict and score one registered dataset with ``predictor`` (any backend / precision)."""
+    from ..data.registry import load_dataset
+
+    records, spec = load_dataset(dataset)
+    return score_results(spec.json_path, predict_with(predictor, records, progress))
 
 
 def evaluate_model(model: nn.Module, cfg: Config, output_dir: Optional[str] = None,

@@ -49,7 +49,8 @@ class FastRCNNPredictor(nn.Module):
         nn.init.constant_(self.bbox_pred.bias, 0)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return self.cls_score(x), self.bbox_pred(x)
+        # float32 whatever the compute precision: box decoding and scores need it
+        return self.cls_score(x).float(), self.bbox_pred(x).float()
 
 
 def select_detections(logits: torch.Tensor, deltas: torch.Tensor, proposals: torch.Tensor,

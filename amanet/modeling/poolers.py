@@ -25,6 +25,13 @@ def aligned_flag(pooler_type: str) -> bool:
                          f"({sorted(_ALIGNED)})") from None
 
 
+def rois_like(boxes: List[torch.Tensor], feature: torch.Tensor) -> torch.Tensor:
+    """``[R, 5]`` rois on the features' device, in float32 at least: coordinates of large
+    images do not fit a 16-bit float (bf16 / fp16 features under autocast)."""
+    return boxes_to_rois(boxes).to(feature.device, torch.promote_types(feature.dtype,
+                                                                       torch.float32))
+
+
 def boxes_to_rois(boxes: List[torch.Tensor]) -> torch.Tensor:
     """Per-image boxes -> ``[R, 5]`` rows of (batch index, x1, y1, x2, y2)."""
     if len(boxes) == 0:
@@ -57,7 +64,7 @@ class ROIPooler(nn.Module):
         self.max_level = int(round(-math.log2(self.scales[-1])))
 
     def forward(self, features: List[torch.Tensor], boxes: List[torch.Tensor]) -> torch.Tensor:
-        rois = boxes_to_rois(boxes).to(features[0].device, features[0].dtype)
+        rois = rois_like(boxes, features[0])
         c = features[0].shape[1]
         s = self.output_size
         if len(features) == 1:
@@ -92,6 +99,6 @@ class MultiPathPooler(nn.Module):
 
     def forward(self, features: List[torch.Tensor], boxes: List[torch.Tensor]
                 ) -> List[torch.Tensor]:
-        rois = boxes_to_rois(boxes).to(features[0].device, features[0].dtype)
+        rois = rois_like(boxes, features[0])
         return [roi_align(f, rois, (s, s), scale, self.sampling_ratio, self.aligned)
                 for f, s, scale in zip(features, self.output_sizes, self.scales)]

@@ -114,7 +114,8 @@ class DensePoseROIHeads(nn.Module):
                   unfolded: bool = False) -> DensePoseOutputs:
         """DensePose outputs for ``boxes`` (per image ``[D_i, 4]``, input coordinates)."""
         pooled = self.densepose_features(features, boxes)
-        return self.densepose_from_pooled(pooled, unfolded)
+        # float32 outputs whatever the compute precision (post-processing is float32)
+        return {k: v.float() for k, v in self.densepose_from_pooled(pooled, unfolded).items()}
 
     def densepose_from_pooled(self, pooled, unfolded: bool = False) -> DensePoseOutputs:
         if self.family == FAMILY_S1X:

@@ -83,8 +83,9 @@ class RPNHead(nn.Module):
         logits, deltas = [], []
         for x in features:
             t = F.relu(self.conv(x))
-            lg = self.objectness_logits(t)
-            dl = self.anchor_deltas(t)
+            # float32 whatever the compute precision: anchor decoding and top-k need it
+            lg = self.objectness_logits(t).float()
+            dl = self.anchor_deltas(t).float()
             b, a, h, w = lg.shape
             logits.append(lg.permute(0, 2, 3, 1).reshape(b, -1))
             deltas.append(dl.view(b, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, 4))

@@ -39,7 +39,9 @@ def adaptive_aggregation_reference(features: Tensor, gates: Tensor,
     if group_size < 0 or (group_size > 0 and paths % group_size != 0):
         raise ValueError("adaptive_aggregation: group_size must be 0 (no group sums) or divide the "
                          "number of paths P = {}, got {}".format(paths, group_size))
-    gated = features * gates[:, :, :, None, None]
+    # gates follow the features' dtype, as in the fused op (under autocast: a float32 softmax /
+    # sigmoid gate meets bf16 / fp16 features)
+    gated = features * gates.to(features.dtype)[:, :, :, None, None]
     summed = gated.sum(1)
     if group_size == 0:
         return features.new_empty(0), summed

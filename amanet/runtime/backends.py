@@ -1,4 +1,5 @@
-"""Inference backends: the same flat outputs from eager PyTorch, TorchScript, ONNX Runtime, TensorRT.
+"""Inference backends: the same flat outputs from eager PyTorch, TorchScript, ONNX Runtime,
+OpenVINO and TensorRT.
 
 Every backend runs one resized image ``[3, H, W]`` (float32, 0..255, the model's channel order)
 and returns the graph outputs named in :data:`amanet.deploy.graph.OUTPUT_NAMES` (boxes in the
@@ -15,10 +16,16 @@ import numpy as np
 import torch
 
 from ..config import FAMILY_S1X, Config
+from ..errors import AmanetError
+from .precision import PrecisionError, autocast, check_precision
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("eager", "torchscript", "onnxruntime", "tensorrt")
+BACKENDS = ("eager", "torchscript", "onnxruntime", "openvino", "tensorrt")
+
+
+class BackendUnavailable(AmanetError, RuntimeError):
+    """The runtime a backend needs is not installed (or cannot run here)."""
 Outputs = Dict[str, torch.Tensor]
 
 
@@ -32,15 +39,17 @@ def _named(values: List[Any], names: List[str]) -> Outputs:
 
 
 class EagerBackend:
-    """The PyTorch model itself (:class:`~amanet.modeling.model.DensePoseRCNN`)."""
+    """The PyTorch model itself (:class:`~amanet.modeling.model.DensePoseRCNN`), run in
+    ``precision`` (``fp32``, or ``bf16`` / ``fp16`` under autocast; outputs are float32)."""
     name = "eager"
 
-    def __init__(self, model, device: torch.device):
+    def __init__(self, model, device: torch.device, precision: str = "fp32"):
         self.model = model
         self.device = device
+        self.precision = check_precision(precision, device)
 
     def __call__(self, image: torch.Tensor) -> Outputs:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.precision, self.device):
             det = self.model([image.to(self.device)])[0]
         return flat_outputs(det, self.model.family)
 
@@ -87,6 +96,58 @@ class OnnxRuntimeBackend:
     def __call__(self, image: torch.Tensor) -> Outputs:
         x = image.detach().to("cpu", torch.float32).contiguous().numpy()
         outs = self.session.run(None, {"image": x})
+        return _named(outs, self.meta["outputs"])
+
+
+class OpenVINOBackend:
+    """The ONNX export compiled by OpenVINO for the CPU, in ``precision`` (OpenVINO's
+    ``INFERENCE_PRECISION_HINT``: the graph stays fp32, OpenVINO lowers it).
+
+    The compiled model is cached in ``<export>.ovcache/`` (OpenVINO's ``CACHE_DIR``), so a
+    second start skips compilation; an unwritable folder only costs the cache (logged).
+    """
+    name = "openvino"
+    HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+    CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
+
+    def __init__(self, path: str, precision: str = "fp32", threads: int = 0,
+                 cache: bool = True, device: str = "CPU"):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise BackendUnavailable("backend openvino needs the openvino package (pinned in "
+                                     "requirements.txt: pip install -r requirements.txt)") from None
+        from ..deploy.onnx import read_metadata
+
+        if precision not in self.HINTS:
+            check_precision(precision, torch.device("cpu"))  # raises: unknown name
+        self.meta = read_metadata(path)
+        core = ov.Core()
+        if precision in self.CAPABILITY:
+            caps = core.get_property(device, "OPTIMIZATION_CAPABILITIES")
+            if self.CAPABILITY[precision] not in caps:
+                raise PrecisionError(f"OpenVINO cannot run {precision} on this {device} (its "
+                                     f"capabilities: {', '.join(caps)})")
+        self.precision = precision
+        if cache:
+            cache_dir = Path(str(path) + ".ovcache")
+            try:
+                cache_dir.mkdir(exist_ok=True)
+                core.set_property({"CACHE_DIR": str(cache_dir)})
+            except OSError as e:
+                logger.warning("OpenVINO model cache disabled (%s): every start compiles", e)
+        config = {"INFERENCE_PRECISION_HINT": self.HINTS[precision],
+                  "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(str(path), device, config)
+        self.request = self.compiled.create_infer_request()
+        logger.info("openvino %s on %s, precision %s", ov.__version__, device, precision)
+
+    def __call__(self, image: torch.Tensor) -> Outputs:
+        x = image.detach().to("cpu", torch.float32).contiguous().numpy()
+        result = self.request.infer({0: x})
+        outs = [np.array(result[o], copy=True) for o in self.compiled.outputs]
         return _named(outs, self.meta["outputs"])
 
 

@@ -16,19 +16,40 @@ from ..modeling.box_ops import clip_boxes, nonempty
 from ..modeling.model import build_model
 from ..modeling.smoke_init import smoke_init_
 from ..ops.iuv_paste import iuv_paste, mode_for_family
-from .backends import (BACKENDS, EagerBackend, OnnxRuntimeBackend, TensorRTBackend,
-                       TorchScriptBackend, artifact_config, backend_for_path)
+from ..modeling.inference_prep import prepare_for_inference
+from .backends import (BACKENDS, EagerBackend, OnnxRuntimeBackend, OpenVINOBackend,
+                       TensorRTBackend, TorchScriptBackend, artifact_config, backend_for_path)
 from .memory import retain_freed_memory
+from .precision import PrecisionError, check_precision
 from .result import Prediction
 
 logger = logging.getLogger(__name__)
 
+# What each export backend can run: the graph's own precision (fp32 for ONNX; a TensorRT
+# engine's precision is fixed when it is built), or OpenVINO's lowering of the fp32 graph.
+_EXPORT_PRECISIONS = {"torchscript": ("fp32",), "onnxruntime": ("fp32",),
+                      "tensorrt": ("fp32",), "openvino": ("fp32", "bf16", "fp16")}
+_PRECISION_HINT = {
+    "torchscript": "the TorchScript export runs in fp32; use backend eager or openvino for bf16",
+    "onnxruntime": "ONNX Runtime runs the fp32 ONNX graph; backend openvino runs it in bf16",
+    "tensorrt": "a TensorRT engine's precision is chosen when it is built "
+                "(export/to_trt.py --precision); leave precision at fp32 here",
+}
 
-def _load_backend(name: str, path: str, device: torch.device):
+
+def _load_backend(name: str, path: str, device: torch.device, precision: str,
+                  threads: Optional[int]):
+    if precision not in _EXPORT_PRECISIONS[name]:
+        raise PrecisionError(f"precision {precision} is not available with backend {name}: "
+                             f"{_PRECISION_HINT[name]}")
     if name == "torchscript":
         return TorchScriptBackend(path, device)
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(path)
+        return OnnxRuntimeBackend(path, threads=threads or 0)
+    if name == "openvino":
+        if device.type != "cpu":
+            raise ValueError(f"backend openvino runs on the CPU here, not on {device}")
+        return OpenVINOBackend(path, precision, threads=threads or 0)
     return TensorRTBackend(path)
 
 GATE_KEY = {FAMILY_S1X: "coarse_segm", FAMILY_AMANET: "body_mask"}
@@ -46,17 +67,31 @@ class Predictor:
             exported artifact (TorchScript ``.ts``, ONNX ``.onnx``, TensorRT ``.engine``).
         overrides: Detectron2-style ``KEY VALUE`` pairs (eager only: an export is fixed).
         device: ``"cpu"`` or ``"cuda"``.
-        backend: ``"eager"``, ``"torchscript"``, ``"onnxruntime"`` or ``"tensorrt"``.
+        backend: ``"eager"``, ``"torchscript"``, ``"onnxruntime"``, ``"openvino"`` or
+            ``"tensorrt"``.
         whole_image_iuv: also composite the per-person charts into one ``[3, H, W]`` map.
+        precision: ``"fp32"`` (default), ``"bf16"`` (CPU with AVX512-BF16 / AMX, or CUDA sm80+)
+            or ``"fp16"`` (CUDA): the compute precision of eager (autocast) and OpenVINO; box
+            decoding, NMS and post-processing stay float32. A precision the device or backend
+            cannot run raises :class:`~amanet.runtime.precision.PrecisionError`.
+        threads: CPU threads for the backend (``None``: the library's default).
+
+    An eager model is prepared for inference after its weights load (FrozenBN folded into the
+    convs, channels-last weights: :mod:`amanet.modeling.inference_prep`), so ``self.model``
+    is for running, not for saving: its state dict no longer has the norm entries.
     """
 
     def __init__(self, config: Union[str, Config, None] = "amanet", weights: Optional[str] = None,
                  overrides: Sequence[str] = (), device: str = "cpu", backend: str = "eager",
-                 whole_image_iuv: bool = True):
+                 whole_image_iuv: bool = True, precision: str = "fp32",
+                 threads: Optional[int] = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not supported; choose from {BACKENDS}")
         retain_freed_memory()
         self.device = torch.device(device)
+        self.precision = check_precision(precision, self.device)
+        if threads:
+            torch.set_num_threads(int(threads))
         self.backend_name = backend
         self.whole_image_iuv = whole_image_iuv
         self.model = None
@@ -73,23 +108,26 @@ class Predictor:
             else:
                 load_weights(self.model, weights)
             self.model.eval()
-            self.backend = EagerBackend(self.model, self.device)
+            prepare_for_inference(self.model)
+            self.backend = EagerBackend(self.model, self.device, self.precision)
         else:
             if not weights:
                 raise ValueError(f"backend {backend!r} needs the exported artifact as weights=")
             if overrides:
                 raise ValueError("config overrides cannot change an exported model; re-export")
-            self.backend = _load_backend(backend, weights, self.device)
+            self.backend = _load_backend(backend, weights, self.device, self.precision, threads)
             cfg = artifact_config(self.backend.meta)
             self.random_weights = None  # unknown: an export does not record its weights' origin
         self.cfg = cfg
 
     @classmethod
     def from_export(cls, path: str, device: str = "cpu", backend: Optional[str] = None,
-                    whole_image_iuv: bool = True) -> "Predictor":
-        """A predictor over an exported artifact; the backend follows the file's extension."""
+                    whole_image_iuv: bool = True, precision: str = "fp32",
+                    threads: Optional[int] = None) -> "Predictor":
+        """A predictor over an exported artifact; the backend follows the file's extension
+        (``.onnx``: ONNX Runtime, or ``backend="openvino"``)."""
         return cls(None, path, device=device, backend=backend or backend_for_path(path),
-                   whole_image_iuv=whole_image_iuv)
+                   whole_image_iuv=whole_image_iuv, precision=precision, threads=threads)
 
     @staticmethod
     def _resolve_config(config, weights) -> Config:

@@ -89,12 +89,15 @@ class AMAHead(nn.Module):
         return x
 
     def path_gates(self, u: Tensor) -> Tensor:
-        """``U`` ``[N,4,D,H,W]`` -> ``[N,4,D]`` sigmoid gates, one MLP per path on its channel means."""
+        """``U`` ``[N,4,D,H,W]`` -> ``[N,4,D]`` sigmoid gates, one MLP per path on its channel means.
+
+        The gates are float32 whatever the compute precision (the aggregation op casts them
+        to its own dtype)."""
         pooled = u.mean(dim=(3, 4))
-        g1 = torch.sigmoid(self.att_levels_1(F.relu(self.fc1_levels_1(pooled[:, 0]))))
-        g2 = torch.sigmoid(self.att_levels_2(F.relu(self.fc1_levels_2(pooled[:, 1]))))
-        g3 = torch.sigmoid(self.att_levels_3(F.relu(self.fc1_levels_3(pooled[:, 2]))))
-        g4 = torch.sigmoid(self.att_levels_4(F.relu(self.fc1_levels_4(pooled[:, 3]))))
+        g1 = torch.sigmoid(self.att_levels_1(F.relu(self.fc1_levels_1(pooled[:, 0]))).float())
+        g2 = torch.sigmoid(self.att_levels_2(F.relu(self.fc1_levels_2(pooled[:, 1]))).float())
+        g3 = torch.sigmoid(self.att_levels_3(F.relu(self.fc1_levels_3(pooled[:, 2]))).float())
+        g4 = torch.sigmoid(self.att_levels_4(F.relu(self.fc1_levels_4(pooled[:, 3]))).float())
         return torch.stack([g1, g2, g3, g4], dim=1)
 
     def upsampled_paths(self, features: List[Tensor]) -> Tensor:
