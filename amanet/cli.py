@@ -64,7 +64,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .runtime.precision import check_precision
 
-    check_precision(args.precision, args.device)  # before anything is loaded or printed
+    if args.precision:
+        check_precision(args.precision, args.device)  # before anything is loaded or printed
     paths, overrides = split_overrides(args.inputs)
     overrides += list(args.opts or [])
     config, weights = args.config, args.weights
@@ -167,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["eager", "torchscript", "onnxruntime", "openvino", "tensorrt"],
                     help="eager (checkpoint in --weights) or an exported model in --weights "
                     "(openvino runs the .onnx export)")
-    pr.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+    pr.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
                     help="compute precision: bf16 on a CPU with AVX512-BF16/AMX (eager, "
-                    "openvino) or a CUDA GPU; fp16 on CUDA. Post-processing stays fp32")
+                    "openvino) or a CUDA GPU; fp16 on CUDA. Default: fp32, or a TorchScript "
+                    "export's own. Post-processing stays fp32")
     pr.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     pr.add_argument("--demo", action="store_true",
                     help="add a bundled image: the synthetic one with the demo model (no --config "

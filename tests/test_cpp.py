@@ -1,6 +1,7 @@
 """C++ runtime (csrc/runtime): the CMake project builds, `amanet_infer` matches the Python
-TorchScript Predictor on the bundled image, an outside `find_package(amanet)` project builds and
-runs, and bad inputs fail with clear messages.
+Predictor on the bundled image (TorchScript fp32 and bf16 exports; ONNX exports through OpenVINO
+in fp32 and bf16), an outside `find_package(amanet)` project builds and runs, and bad inputs
+fail with clear messages.
 
 The CMake build lives in build/cpp-test (incremental: a clean tree builds once, ~3 min of CPU on
 2 cores; later runs only re-link what changed). CUDA kernels are OFF here: the Python extension
@@ -96,6 +97,7 @@ def exports(tmp_path_factory):
     from amanet.config import load_config
     from amanet.data.image_io import read_image
     from amanet.data.transforms import resize_shortest_edge
+    from amanet.deploy.onnx import export_onnx
     from amanet.deploy.torchscript import export_torchscript
     from amanet.modeling.model import build_model
     from amanet.modeling.smoke_init import smoke_init_
@@ -116,7 +118,14 @@ def exports(tmp_path_factory):
         resized = d / f"{family}_input.png"  # PIL's resize, lossless: the app's --presized input
         Image.fromarray(resize_shortest_edge(bgr, inp.min_size_test, inp.max_size_test)[:, :, ::-1]
                         ).save(resized)
-        out[family] = {"ts": path, "ref": ref, "resized": resized, "dir": d}
+        onnx = export_onnx(model, d / f"{family}.onnx")
+        out[family] = {"ts": path, "ref": ref, "resized": resized, "dir": d, "onnx": onnx,
+                       "onnx_ref": {p: Predictor.from_export(str(onnx), backend="openvino",
+                                                             precision=p, threads=2)(str(IMAGE))
+                                    for p in ("fp32", "bf16")}}
+        if family == "s1x":
+            ts16 = export_torchscript(model, d / f"{family}_bf16.ts", precision="bf16")
+            out[family].update(ts_bf16=ts16, ts_bf16_ref=Predictor.from_export(str(ts16))(str(IMAGE)))
     out["dir"] = d
     return out
 
@@ -174,6 +183,40 @@ def test_full_pipeline_close_to_python(cpp_build, exports, family, tmp_path):
     assert "people  3" in r.stdout and "timing" in r.stdout
     errs = _compare(res, png, e["ref"], box_tol=0.05, score_tol=5e-4, min_equal=0.99)
     TIMINGS[f"full_{family}"] = errs
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_onnx_export_through_openvino_matches_python(cpp_build, exports, family, precision,
+                                                     tmp_path):
+    """The .onnx export on OpenVINO's C++ runtime equals Python's OpenVINO backend on the same
+    resized input, in fp32 and in bf16 (the same OpenVINO build compiles the same graph)."""
+    e = exports[family]
+    ref = e["onnx_ref"][precision]
+    h0, w0 = ref.image_size
+    png = tmp_path / "iuv.png"
+    r, res = _infer(cpp_build, e["onnx"], e["resized"], png, "--presized", f"{w0}x{h0}",
+                    "--precision", precision)
+    assert f"openvino {precision}" in r.stdout
+    assert [p["chart_box"] for p in res["people"]] == ref.chart_boxes.tolist()
+    TIMINGS[f"openvino_{precision}_{family}"] = _compare(res, png, ref, box_tol=0.05,
+                                                         score_tol=1e-4, min_equal=0.995)
+
+
+def test_bf16_torchscript_export_matches_python(cpp_build, exports, tmp_path):
+    """A bf16 TorchScript export gives C++ the bf16 speed: same results as Python's."""
+    e = exports["s1x"]
+    ref = e["ts_bf16_ref"]
+    h0, w0 = ref.image_size
+    png = tmp_path / "iuv.png"
+    r, res = _infer(cpp_build, e["ts_bf16"], e["resized"], png, "--presized", f"{w0}x{h0}")
+    assert "torchscript bf16" in r.stdout
+    TIMINGS["torchscript_bf16_s1x"] = _compare(res, png, ref, box_tol=0.05, score_tol=1e-4,
+                                               min_equal=0.995)
+    bad = _run([cpp_build["infer"], e["ts_bf16"], IMAGE, tmp_path / "o.png", "--precision", "fp32"],
+               check=False)
+    assert bad.returncode == 1
+    assert "computes in bf16 (its export precision); precision 'fp32' needs a re-export" in bad.stderr
 
 
 def test_score_threshold_can_leave_nobody(cpp_build, exports, tmp_path):

@@ -56,6 +56,21 @@ def test_roi_align_samples_in_float32_and_returns_the_feature_dtype():
     assert (rois[:, 1:].to(BF16).float() - rois[:, 1:]).abs().max() > 0.5
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_roi_align_takes_float32_rois_with_reduced_precision_features(dtype):
+    gen = torch.Generator().manual_seed(10)
+    feats = torch.randn(1, 8, 40, 60, generator=gen).to(dtype)
+    rois = torch.tensor([[0.0, 100.3, 20.7, 170.9, 130.1], [0.0, 3.0, 4.0, 9.5, 150.25]])
+    out = ops.roi_align(feats, rois, 0.25, 7, 7, 0, False)
+    assert out.dtype == dtype
+    assert torch.equal(out, ops.roi_align(feats.float(), rois, 0.25, 7, 7, 0, False).to(dtype))
+    # the same rois rounded to the features' dtype land elsewhere: float32 rois matter
+    assert not torch.equal(out, ops.roi_align(feats, rois.to(dtype), 0.25, 7, 7, 0, False))
+    with pytest.raises(RuntimeError, match="rois dtype Double must match the input dtype "
+                                           ".*or be float32 for float16 / bfloat16 input"):
+        ops.roi_align(feats, rois.double(), 0.25, 7, 7, 0, False)
+
+
 def test_roi_align_backward_under_autocast_gives_the_feature_dtype():
     gen = torch.Generator().manual_seed(3)
     feats = torch.randn(1, 4, 20, 20, generator=gen).to(BF16).requires_grad_()

@@ -3,7 +3,6 @@ that need no fixture (zero RoIs, TorchScript, folding after a weight reload).
 """
 from __future__ import annotations
 
-
 import pytest
 import torch
 

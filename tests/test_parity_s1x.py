@@ -6,7 +6,6 @@ reference outputs at the fixture README's tolerances.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

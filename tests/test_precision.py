@@ -7,6 +7,8 @@ come from ``bench/accuracy.py``.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import torch
 
 from fixtures_path import fixture_dir, make_fixture_weights
 
+from amanet.assets import PHOTO
 from amanet.config import load_config
 from amanet.modeling.inference_prep import fold_frozen_batchnorm, to_channels_last
 from amanet.modeling.layers import FrozenBatchNorm2d
@@ -54,7 +57,6 @@ def test_a_precision_the_device_cannot_run_is_one_clear_error(precision, device,
 
 @pytest.mark.parametrize("backend, hint", [
     ("onnxruntime", "backend openvino runs it in bf16"),
-    ("torchscript", "use backend eager or openvino for bf16"),
     ("tensorrt", "export/to_trt.py --precision"),
 ])
 def test_export_backends_refuse_a_precision_they_cannot_run(tmp_path, backend, hint):
@@ -220,3 +222,104 @@ def test_bf16_ap_on_the_demo_models_held_out_set(tmp_path):
         assert abs(res[("openvino", "fp32")][name] - value) < 1e-3, name
         assert abs(res[("eager", "bf16")][name] - value) <= 0.005, name
         assert abs(res[("openvino", "bf16")][name] - value) <= 0.010, name
+
+
+# --- bf16 TorchScript export ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["s1x", "amanet"])
+def test_bf16_torchscript_export_equals_eager_bf16(family, tmp_path):
+    """The scripted bf16 graph runs the same kernels in the same dtypes as eager under autocast
+    (convs / linear layers in bf16, detection math and outputs in float32): equal results."""
+    from amanet.deploy.torchscript import export_torchscript
+    from amanet.modeling.inference_prep import prepare_for_inference
+    from amanet.runtime.backends import EagerBackend, TorchScriptBackend
+
+    model = smoke_model(family)
+    path = export_torchscript(model, tmp_path / "model.ts", precision="bf16")
+    ts = TorchScriptBackend(str(path), torch.device("cpu"))
+    assert ts.meta["precision"] == "bf16"
+    weights = {n: p.dtype for n, p in ts.module.named_parameters()}
+    assert torch.bfloat16 in set(weights.values())
+    assert model.backbone.bottom_up.stem.conv1.weight.dtype == torch.float32  # model untouched
+    eager = EagerBackend(prepare_for_inference(smoke_model(family)), torch.device("cpu"), "bf16")
+    img = image(192, 256, seed=4)
+    a, b = ts(img), eager(img)
+    assert b["boxes"].shape[0] == 3
+    for key in ("boxes", "scores", "classes", "gate", "fine_segm", "u", "v"):
+        assert a[key].dtype == b[key].dtype, key
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-3, msg=key)
+
+
+def test_predictor_runs_a_torchscript_export_in_its_own_precision(tmp_path):
+    from amanet.deploy.torchscript import export_torchscript
+
+    path = str(export_torchscript(smoke_model("s1x"), tmp_path / "m.ts", precision="bf16"))
+    assert Predictor.from_export(path).precision == "bf16"
+    assert Predictor.from_export(path, precision="bf16").precision == "bf16"
+    with pytest.raises(PrecisionError, match="m.ts computes in bf16"):
+        Predictor.from_export(path, precision="fp32")
+    fp32 = str(export_torchscript(smoke_model("s1x"), tmp_path / "f.ts"))
+    assert Predictor.from_export(fp32).precision == "fp32"
+
+
+def test_export_cli_writes_a_bf16_torchscript(tmp_path, capsys):
+    from amanet.deploy.cli import main as export_main
+    from amanet.deploy.torchscript import load_torchscript
+
+    out = tmp_path / "s1x_bf16.ts"
+    assert export_main(["torchscript", "--config", "s1x", "--out", str(out),
+                        "--precision", "bf16", "--opts", *SMALL]) == 0
+    _, meta = load_torchscript(out)
+    assert meta["precision"] == "bf16"
+
+
+# --- OpenVINO backend: cache, threads, missing runtime -------------------------------------------
+
+@pytest.fixture(scope="module")
+def s1x_onnx(tmp_path_factory):
+    from amanet.deploy.onnx import export_onnx
+
+    return export_onnx(smoke_model("s1x"), tmp_path_factory.mktemp("ov") / "s1x.onnx",
+                       example_hw=(160, 224))
+
+
+def test_openvino_caches_the_compiled_model_next_to_the_export(s1x_onnx):
+    from amanet.runtime.backends import OpenVINOBackend
+
+    cache = Path(str(s1x_onnx) + ".ovcache")
+    first = OpenVINOBackend(str(s1x_onnx), "fp32", threads=1)
+    blobs = sorted(p.name for p in cache.iterdir())
+    assert blobs, "no compiled blob in the cache folder"
+    second = OpenVINOBackend(str(s1x_onnx), "fp32", threads=1)  # loads the blob
+    assert sorted(p.name for p in cache.iterdir()) == blobs      # nothing compiled anew
+    assert int(first.compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+    img = image()
+    a, b = first(img), second(img)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_openvino_bf16_is_what_it_says(s1x_onnx):
+    from amanet.runtime.backends import OpenVINOBackend
+
+    ov16 = OpenVINOBackend(str(s1x_onnx), "bf16", threads=2, cache=False)
+    assert ov16.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
+    runtime = ov16.compiled.get_runtime_model()
+    convs = [op.get_rt_info()["runtimePrecision"].astype(str) for op in runtime.get_ordered_ops()
+             if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+    assert convs and set(convs) == {"bf16"}
+    out = ov16(image())
+    assert out["boxes"].dtype == torch.float32 and out["boxes"].shape[0] == 3
+
+
+def test_missing_openvino_is_one_clear_error(s1x_onnx, monkeypatch, tmp_path, capsys):
+    from amanet.cli import main
+    from amanet.runtime.backends import BackendUnavailable
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    with pytest.raises(BackendUnavailable, match="backend openvino needs the openvino package"):
+        Predictor.from_export(str(s1x_onnx), backend="openvino")
+    code = main(["predict", str(PHOTO), "--backend", "openvino", "--weights", str(s1x_onnx),
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: backend openvino needs")

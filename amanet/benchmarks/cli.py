@@ -22,8 +22,8 @@ def main(argv=None):
     p.add_argument("--backends", nargs="+", default=["eager", "torchscript", "onnxruntime"],
                    choices=["eager", "torchscript", "onnxruntime", "openvino", "tensorrt"])
     p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
-                   help="each backend runs those it can (eager, openvino: fp32 and bf16; the "
-                   "others fp32); fp32 eager always runs: every row's ratio is to it")
+                   help="each backend runs those it can (eager, torchscript, openvino: fp32 and "
+                   "bf16; onnxruntime fp32); fp32 eager always runs: every row's ratio is to it")
     p.add_argument("--sizes", nargs="+", type=parse_size, default=[(800, 1216)],
                    help="HxW of the (already resized) model input")
     p.add_argument("--threads", nargs="+", type=int, default=[2])

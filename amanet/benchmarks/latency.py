@@ -27,9 +27,13 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-EXPORTED = {"torchscript": "model.ts", "onnxruntime": "model.onnx", "openvino": "model.onnx"}
+# Artifact file per (backend, precision): OpenVINO runs the fp32 ONNX file in any precision; a
+# TorchScript export is made in the precision it runs.
+EXPORTED = {("torchscript", "fp32"): "model.ts", ("torchscript", "bf16"): "model_bf16.ts",
+            ("onnxruntime", "fp32"): "model.onnx", ("openvino", "fp32"): "model.onnx",
+            ("openvino", "bf16"): "model.onnx"}
 # What each backend can be asked to run here (others are skipped, not failed: see Predictor).
-BACKEND_PRECISIONS = {"eager": ("fp32", "bf16"), "torchscript": ("fp32",),
+BACKEND_PRECISIONS = {"eager": ("fp32", "bf16"), "torchscript": ("fp32", "bf16"),
                       "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"),
                       "tensorrt": ("fp32",)}
 
@@ -87,14 +91,18 @@ def bench_image(height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(bgr).float()
 
 
-def export_artifacts(model, out_dir: Path) -> Dict[str, Path]:
+def export_artifacts(model, out_dir: Path, precisions: Sequence[str] = ("fp32",)
+                     ) -> Dict[Tuple[str, str], Path]:
+    """The TorchScript export in each precision and the (fp32) ONNX export."""
     from ..deploy.onnx import export_onnx
     from ..deploy.torchscript import export_torchscript
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {backend: out_dir / name for backend, name in EXPORTED.items()}
-    export_torchscript(model, paths["torchscript"])
-    export_onnx(model, paths["onnxruntime"])  # OpenVINO runs the same file
+    paths = {key: out_dir / name for key, name in EXPORTED.items()}
+    for precision in precisions:
+        if ("torchscript", precision) in paths:
+            export_torchscript(model, paths[("torchscript", precision)], precision=precision)
+    export_onnx(model, paths[("onnxruntime", "fp32")])  # OpenVINO runs the same file
     return paths
 
 
@@ -203,17 +211,18 @@ def run_all(families: Sequence[str], backends: Sequence[str], sizes: Sequence[Tu
         pairs.insert(0, ("eager", "fp32"))
     cases = [Case(b, h, w, t, d, f, p) for f in families for d in detections for b, p in pairs
              for (h, w) in sizes for t in threads]
-    artifacts: Dict[Tuple[str, int], Dict[str, Path]] = {}
+    artifacts: Dict[Tuple[str, int], Dict[Tuple[str, str], Path]] = {}
     results = []
     for case in tqdm(cases, desc="latency", disable=not progress):
         key = (case.family, case.detections)
         artifact = None
-        if case.backend in EXPORTED:
+        if (case.backend, case.precision) in EXPORTED:
             if key not in artifacts:
                 artifacts[key] = export_artifacts(bench_model(case.family, case.detections,
                                                               weights),
-                                                  work_dir / f"{case.family}_d{case.detections}")
-            artifact = str(artifacts[key][case.backend])
+                                                  work_dir / f"{case.family}_d{case.detections}",
+                                                  precisions)
+            artifact = str(artifacts[key][(case.backend, case.precision)])
         results.append(_run_in_subprocess(case, artifact, runs, warmup, weights))
     flops: Dict[Tuple[str, int, int, int], float] = {}
     for r in results:  # the eager rows counted the model's FLOPs; every row of that input shares it

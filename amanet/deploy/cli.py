@@ -54,6 +54,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub = p.add_subparsers(dest="format", required=True)
     ts = sub.add_parser("torchscript", help="scripted module (+ amanet.json metadata)")
     add_model_args(ts)
+    ts.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                    help="compute precision of the convs / linear layers (bf16: CPU with "
+                    "AVX512-BF16 or AMX, CUDA sm80+; fp16: CUDA); outputs stay float32")
     ox = sub.add_parser("onnx", help="ONNX with standard ops only (opset >= 17)")
     add_model_args(ox)
     ox.add_argument("--opset", type=int, default=17)
@@ -65,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model = build_for_export(args)
         if args.format == "torchscript":
             from .torchscript import export_torchscript
-            path = export_torchscript(model, args.out, args.max_detections)
+            path = export_torchscript(model, args.out, args.max_detections, args.precision)
         else:
             from .onnx import export_onnx
             path = export_onnx(model, args.out, args.opset, args.max_detections,

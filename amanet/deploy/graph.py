@@ -10,6 +10,9 @@ has its own forward, written so that the same code
 
 Input: ``image [3, H, W]`` float32 (or uint8), channels in the config's order (BGR), 0..255,
 already resized (the host resizes with Detectron2's PIL rule; H, W are free).
+Precision: the graph computes in the dtype of its conv weights (float32, or bfloat16 for a
+reduced-precision TorchScript export: :func:`cast_compute_layers`); box decoding, NMS, level
+assignment and every output stay float32.
 Outputs (batch 1), boxes in the input image's coordinates:
 ``boxes [D, 4]``, ``scores [D]``, ``classes [D]`` (int64), ``gate [D, 2, S, S]`` (s1x coarse
 segmentation / AMANet body mask logits), ``fine_segm [D, 25, S, S]``, ``u``, ``v``.
@@ -148,11 +151,15 @@ class DeployGraph(nn.Module):
         self.ama_res = [int(s) for s in dp.ama_pooler_resolutions]
         self.heatmap = int(dp.heatmap_size)
         self.num_parts = int(dp.num_patches) + 1
+        self.gate_channels = int(model.densepose_channels()["coarse_segm" if cfg.family == FAMILY_S1X
+                                                           else "body_mask"])
         self.max_detections = int(max_detections)
+        # an empty tensor whose dtype is the compute dtype (a dtype attribute does not script)
+        self.register_buffer("compute_dtype", torch.zeros(0), persistent=False)
 
     # -- stages --------------------------------------------------------------------------------
     def preprocess(self, image: Tensor) -> Tensor:
-        x = (image.to(torch.float32) - self.pixel_mean) / self.pixel_std
+        x = ((image.to(torch.float32) - self.pixel_mean) / self.pixel_std).to(self.compute_dtype.dtype)
         d = self.size_divisibility
         h = image.shape[-2]
         w = image.shape[-1]
@@ -199,10 +206,21 @@ class DeployGraph(nn.Module):
         return (shifts[:, None, :] + self.cell_anchors[lvl][None, :, :]).reshape(-1, 4)
 
     def _pool_by_level(self, feats: List[Tensor], boxes: Tensor) -> Tensor:
-        """FPN level assignment (Detectron2's rule); every level pooled, then selected."""
+        """FPN level assignment (Detectron2's rule). Scripted: each RoI pooled from its level
+        only; traced (ONNX / TensorRT): every level pooled, then selected, which keeps the graph
+        free of data-dependent scatters at 4x the pooling work."""
         rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         level = torch.floor(4 + torch.log2(torch.sqrt(area) / 224 + 1e-8)).clamp(2, 5) - 2
+        if torch.jit.is_scripting():
+            out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1], self.box_res,
+                                      self.box_res))
+            for i, f in enumerate(feats[:4]):
+                inds = torch.nonzero(level == i).squeeze(1)
+                if inds.shape[0] > 0:
+                    out[inds] = _roi_align(f, rois[inds], self.box_res, 1.0 / (4 * 2 ** i),
+                                           self.box_sampling, self.box_aligned)
+            return out
         out = torch.zeros(0)
         for i, f in enumerate(feats[:4]):
             pooled = _roi_align(f, rois, self.box_res, 1.0 / (4 * 2 ** i), self.box_sampling,
@@ -235,7 +253,16 @@ class DeployGraph(nn.Module):
 
     def densepose(self, feats: List[Tensor], boxes: Tensor) -> Tuple[Tensor, Tensor, Tensor,
                                                                        Tensor]:
-        """``(gate, fine_segm, u, v)`` for ``boxes [D, 4]``."""
+        """``(gate, fine_segm, u, v)`` for ``boxes [D, 4]``.
+
+        Scripted, zero boxes return empty outputs before any DensePose work (the s1x decoder
+        runs over the whole image otherwise); a traced (ONNX) graph has no such branch."""
+        if torch.jit.is_scripting() and boxes.shape[0] == 0:
+            s = self.heatmap
+            empty = torch.zeros((0, self.num_parts, s, s), dtype=torch.float32,
+                                device=boxes.device)
+            return (torch.zeros((0, self.gate_channels, s, s), dtype=torch.float32,
+                                device=boxes.device), empty, empty.clone(), empty.clone())
         rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
         if self.is_amanet:
             paths: List[Tensor] = []
@@ -244,13 +271,14 @@ class DeployGraph(nn.Module):
                                         self.dp_sampling, self.dp_aligned))
             head_out, _ = self.densepose_head(paths, False)
             out = self.densepose_predictor(head_out)
-            return out["m"], out["index_uv"], out["u"], out["v"]
+            return out["m"].float(), out["index_uv"].float(), out["u"].float(), out["v"].float()
         x = feats[0]
         if self.has_decoder:
             x = self.decoder(feats[:4])
         pooled = _roi_align(x, rois, self.dp_res, 0.25, self.dp_sampling, self.dp_aligned)
         out = self.densepose_predictor(self.densepose_head(pooled))
-        return out["coarse_segm"], out["fine_segm"], out["u"], out["v"]
+        return (out["coarse_segm"].float(), out["fine_segm"].float(), out["u"].float(),
+                out["v"].float())
 
     def forward(self, image: Tensor) -> List[Tensor]:
         hw = torch._shape_as_tensor(image)[1:].to(torch.float32)
@@ -280,6 +308,23 @@ class DeployGraph(nn.Module):
                                                     device=classes.device)]).index_select(0, rows)
         gate, fine, u, v = self.densepose(feats, boxes_p)
         return [boxes_p, scores_p, classes_p, gate, fine, u, v, torch.clamp(n, max=m)]
+
+
+COMPUTE_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
+def cast_compute_layers(graph: DeployGraph, dtype: torch.dtype) -> DeployGraph:
+    """Run ``graph`` in ``dtype``: the weights of every conv / deconv / linear layer (their
+    activations follow) and the compute-dtype marker; anchors, pixel statistics and the
+    detection arithmetic stay float32. Fold FrozenBN into the convs first."""
+    for m in graph.modules():
+        if isinstance(m, COMPUTE_LAYERS):
+            m.to(dtype)
+        for name, buf in list(m.named_buffers(recurse=False)):
+            if name.startswith("folded_") and buf.is_floating_point():
+                setattr(m, name, buf.to(dtype))  # AMANet's folded fine-I conv
+    graph.compute_dtype = graph.compute_dtype.to(dtype)
+    return graph
 
 
 def _per_level(values, levels: int):

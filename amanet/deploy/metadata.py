@@ -17,9 +17,11 @@ GATE_COARSE_ARGMAX = 0   # s1x: foreground = argmax(coarse_segm) > 0
 GATE_MASK_SOFTMAX = 1    # AMANet: foreground = softmax(body_mask)[1] > threshold
 
 
-def graph_metadata(cfg: Config, max_detections: int = 0, ops: str = "amanet") -> Dict[str, Any]:
+def graph_metadata(cfg: Config, max_detections: int = 0, ops: str = "amanet",
+                   precision: str = "fp32") -> Dict[str, Any]:
     return {
         "amanet_export_format": FORMAT_VERSION,
+        "precision": precision,
         "family": cfg.family,
         "input": {
             "layout": "CHW", "channels": cfg.input.format.upper(), "range": "0..255",

@@ -6,6 +6,7 @@ so it loads with ``torch.jit.load`` in any process where ``amanet._C`` (Python) 
 """
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
@@ -15,15 +16,30 @@ import torch
 from ..modeling.model import DensePoseRCNN
 from ..ops.library import require_library
 from . import metadata
-from .graph import DeployGraph
+from ..modeling.inference_prep import prepare_for_inference
+from .graph import DeployGraph, cast_compute_layers
 
 logger = logging.getLogger(__name__)
 EXTRA_FILE = "amanet.json"
 
 
-def script_graph(model: DensePoseRCNN, max_detections: int = 0) -> torch.jit.ScriptModule:
+# Precisions a TorchScript export can be made in (fp16 runs on CUDA only; bf16 on both).
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def script_graph(model: DensePoseRCNN, max_detections: int = 0, precision: str = "fp32"
+                 ) -> torch.jit.ScriptModule:
+    """The scripted graph of a copy of ``model`` prepared as the Predictor prepares an eager
+    model (FrozenBN folded, channels-last weights), its conv / linear weights cast for bf16 /
+    fp16 (``model`` itself is left as it is)."""
     require_library()
-    graph = DeployGraph(model.eval(), max_detections).eval()
+    if precision not in PRECISIONS:
+        raise ValueError(f"TorchScript export precision {precision!r} is not supported; choose "
+                         f"from {', '.join(PRECISIONS)}")
+    model = prepare_for_inference(copy.deepcopy(model).eval())
+    graph = DeployGraph(model, max_detections).eval()
+    if precision != "fp32":
+        cast_compute_layers(graph, PRECISIONS[precision])
     return torch.jit.script(graph)
 
 
@@ -38,14 +54,17 @@ def foreign_ops(scripted: torch.jit.ScriptModule) -> set:
     return names
 
 
-def export_torchscript(model: DensePoseRCNN, path: Union[str, Path], max_detections: int = 0
-                       ) -> Path:
+def export_torchscript(model: DensePoseRCNN, path: Union[str, Path], max_detections: int = 0,
+                       precision: str = "fp32") -> Path:
+    """Write the scripted graph; ``precision`` bf16 (CPU with AVX512-BF16 / AMX, or CUDA sm80+)
+    or fp16 (CUDA) makes the convs and linear layers run in that dtype, in Python and C++ alike
+    (the input and every output stay float32)."""
     path = Path(path)
-    scripted = script_graph(model, max_detections)
+    scripted = script_graph(model, max_detections, precision)
     bad = foreign_ops(scripted)
     if bad:
         raise RuntimeError(f"the scripted graph calls ops outside aten/amanet: {sorted(bad)}")
-    meta = metadata.graph_metadata(model.cfg, max_detections)
+    meta = metadata.graph_metadata(model.cfg, max_detections, precision=precision)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(scripted, str(path), _extra_files={EXTRA_FILE: metadata.dumps(meta)})
     logger.info("wrote TorchScript %s", path)

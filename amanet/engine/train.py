@@ -9,7 +9,9 @@ One :class:`Trainer` per process. The optimisation follows Detectron2's defaults
 - ``WarmupMultiStepLR``: factor ``warmup_factor * (1 - a) + a`` with ``a = t / warmup_iters``
   (linear) or ``warmup_factor`` (constant) during warm-up, times ``gamma ** #(steps <= t)``;
 - optional gradient clipping (``SOLVER.CLIP_GRADIENTS``: by value, or by the global norm);
-- mixed precision (``SOLVER.AMP.ENABLED``) only on CUDA;
+- mixed precision (``SOLVER.AMP.ENABLED``): fp16 autocast with a gradient scaler on CUDA,
+  bf16 autocast on the CPU (bf16 has fp32's range: no scaler); the fused ops' autocast kernels
+  keep the losses and the detection math in fp32;
 - periodic checkpoints ``model_<iter>.pth`` and ``model_final.pth`` (our checkpoint format +
   optimizer, scheduler, grad-scaler, RNG states of every process, data-stream state and the
   iteration) and the ``last_checkpoint`` pointer; ``resume`` continues from it exactly;
@@ -47,6 +49,7 @@ from ..config import Config
 from ..config.detectron2_yaml import dump_config
 from ..modeling.model import build_model
 from ..modeling.training import TrainingModel
+from ..runtime.precision import autocast, check_precision
 from . import launch as L
 
 logger = logging.getLogger(__name__)
@@ -291,10 +294,13 @@ class Trainer:
         self.module = TrainingModel(self.model)
         self.optimizer = build_optimizer(self.model, cfg.solver)
         self.scheduler = build_scheduler(self.optimizer, cfg.solver)
-        self.use_amp = bool(cfg.solver.amp) and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
-        if cfg.solver.amp and not self.use_amp:
-            logger.info("SOLVER.AMP.ENABLED ignored: mixed precision is used on CUDA only")
+        self.use_amp = bool(cfg.solver.amp)
+        self.amp_precision = "fp16" if device.type == "cuda" else "bf16"
+        if self.use_amp:
+            check_precision(self.amp_precision, device)
+            logger.info("mixed precision: %s autocast on %s", self.amp_precision, device.type)
+        self.scaler = (torch.amp.GradScaler("cuda") if self.use_amp and device.type == "cuda"
+                       else None)
         if resume_from is not None:
             self._resume(resume_from)
         if self.world_size > 1:
@@ -387,7 +393,7 @@ class Trainer:
         targets = [s.targets for s in samples]
         seeds = [s.sample_seed for s in samples]
         t1 = time.perf_counter()
-        amp = (torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext())
+        amp = (autocast(self.amp_precision, self.device) if self.use_amp else nullcontext())
         with amp:
             losses = self.ddp(images, targets, seeds)
         total = sum(losses.values())

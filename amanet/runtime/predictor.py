@@ -25,32 +25,44 @@ from .result import Prediction
 
 logger = logging.getLogger(__name__)
 
-# What each export backend can run: the graph's own precision (fp32 for ONNX; a TensorRT
-# engine's precision is fixed when it is built), or OpenVINO's lowering of the fp32 graph.
-_EXPORT_PRECISIONS = {"torchscript": ("fp32",), "onnxruntime": ("fp32",),
-                      "tensorrt": ("fp32",), "openvino": ("fp32", "bf16", "fp16")}
+# What each export backend can run besides fp32: OpenVINO lowers the fp32 ONNX graph to bf16 /
+# fp16; a TorchScript export runs the precision it was exported in; ONNX Runtime runs the fp32
+# graph; a TensorRT engine's precision is fixed when it is built.
 _PRECISION_HINT = {
-    "torchscript": "the TorchScript export runs in fp32; use backend eager or openvino for bf16",
+    "torchscript": "a TorchScript export runs the precision it was exported in "
+                   "(export/to_torchscript.py --precision bf16); use backend eager or openvino "
+                   "to choose at run time",
     "onnxruntime": "ONNX Runtime runs the fp32 ONNX graph; backend openvino runs it in bf16",
     "tensorrt": "a TensorRT engine's precision is chosen when it is built "
-                "(export/to_trt.py --precision); leave precision at fp32 here",
+                "(export/to_trt.py --precision); leave precision unset here",
 }
 
 
-def _load_backend(name: str, path: str, device: torch.device, precision: str,
+def _load_backend(name: str, path: str, device: torch.device, precision: Optional[str],
                   threads: Optional[int]):
-    if precision not in _EXPORT_PRECISIONS[name]:
+    """The backend over an export, and the precision it runs (``precision=None``: the export's
+    own; else it must be one the backend can run, checked before the file is opened where the
+    answer does not depend on it)."""
+    if name in ("onnxruntime", "tensorrt") and precision not in (None, "fp32"):
         raise PrecisionError(f"precision {precision} is not available with backend {name}: "
                              f"{_PRECISION_HINT[name]}")
-    if name == "torchscript":
-        return TorchScriptBackend(path, device)
-    if name == "onnxruntime":
-        return OnnxRuntimeBackend(path, threads=threads or 0)
     if name == "openvino":
         if device.type != "cpu":
             raise ValueError(f"backend openvino runs on the CPU here, not on {device}")
-        return OpenVINOBackend(path, precision, threads=threads or 0)
-    return TensorRTBackend(path)
+        precision = check_precision(precision or "fp32", device)
+        return OpenVINOBackend(path, precision, threads=threads or 0), precision
+    if name == "torchscript":
+        backend = TorchScriptBackend(path, device)
+        exported = backend.meta.get("precision", "fp32")
+        if precision not in (None, exported):
+            raise PrecisionError(f"precision {precision} is not available with backend "
+                                 f"torchscript: {path} computes in {exported}; "
+                                 f"{_PRECISION_HINT[name]}")
+        return backend, check_precision(exported, device)
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(path, threads=threads or 0), "fp32"
+    return TensorRTBackend(path), "fp32"
+
 
 GATE_KEY = {FAMILY_S1X: "coarse_segm", FAMILY_AMANET: "body_mask"}
 
@@ -70,10 +82,12 @@ class Predictor:
         backend: ``"eager"``, ``"torchscript"``, ``"onnxruntime"``, ``"openvino"`` or
             ``"tensorrt"``.
         whole_image_iuv: also composite the per-person charts into one ``[3, H, W]`` map.
-        precision: ``"fp32"`` (default), ``"bf16"`` (CPU with AVX512-BF16 / AMX, or CUDA sm80+)
-            or ``"fp16"`` (CUDA): the compute precision of eager (autocast) and OpenVINO; box
-            decoding, NMS and post-processing stay float32. A precision the device or backend
-            cannot run raises :class:`~amanet.runtime.precision.PrecisionError`.
+        precision: ``"fp32"``, ``"bf16"`` (CPU with AVX512-BF16 / AMX, or CUDA sm80+) or
+            ``"fp16"`` (CUDA): the compute precision of eager (autocast) and OpenVINO; a
+            TorchScript export runs the one it was exported in. ``None`` (default): fp32, or the
+            export's own. Box decoding, NMS and post-processing stay float32. A precision the
+            device or backend cannot run raises
+            :class:`~amanet.runtime.precision.PrecisionError`.
         threads: CPU threads for the backend (``None``: the library's default).
 
     An eager model is prepared for inference after its weights load (FrozenBN folded into the
@@ -83,13 +97,15 @@ class Predictor:
 
     def __init__(self, config: Union[str, Config, None] = "amanet", weights: Optional[str] = None,
                  overrides: Sequence[str] = (), device: str = "cpu", backend: str = "eager",
-                 whole_image_iuv: bool = True, precision: str = "fp32",
+                 whole_image_iuv: bool = True, precision: Optional[str] = None,
                  threads: Optional[int] = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not supported; choose from {BACKENDS}")
         retain_freed_memory()
         self.device = torch.device(device)
-        self.precision = check_precision(precision, self.device)
+        if precision is not None:
+            check_precision(precision, self.device)
+        self.precision = precision or "fp32"
         if threads:
             torch.set_num_threads(int(threads))
         self.backend_name = backend
@@ -115,14 +131,15 @@ class Predictor:
                 raise ValueError(f"backend {backend!r} needs the exported artifact as weights=")
             if overrides:
                 raise ValueError("config overrides cannot change an exported model; re-export")
-            self.backend = _load_backend(backend, weights, self.device, self.precision, threads)
+            self.backend, self.precision = _load_backend(backend, weights, self.device,
+                                                         precision, threads)
             cfg = artifact_config(self.backend.meta)
             self.random_weights = None  # unknown: an export does not record its weights' origin
         self.cfg = cfg
 
     @classmethod
     def from_export(cls, path: str, device: str = "cpu", backend: Optional[str] = None,
-                    whole_image_iuv: bool = True, precision: str = "fp32",
+                    whole_image_iuv: bool = True, precision: Optional[str] = None,
                     threads: Optional[int] = None) -> "Predictor":
         """A predictor over an exported artifact; the backend follows the file's extension
         (``.onnx``: ONNX Runtime, or ``backend="openvino"``)."""

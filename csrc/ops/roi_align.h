@@ -19,6 +19,24 @@
 
 namespace amanet {
 
+inline bool is_reduced_float(at::ScalarType st) {
+  return st == at::kHalf || st == at::kBFloat16;
+}
+
+// rois are read in the kernels' compute type (float32 for float16 / bfloat16 features), so
+// reduced-precision features may come with float32 rois (what autocast passes: box coordinates
+// of large images do not fit 16 bits); otherwise rois have the features' dtype.
+inline void check_rois_dtype(const char* op, const at::Tensor& rois, at::ScalarType st) {
+  TORCH_CHECK(rois.scalar_type() == st || (is_reduced_float(st) && rois.scalar_type() == at::kFloat),
+              op, ": rois dtype ", rois.scalar_type(), " must match the input dtype ", st,
+              " (or be float32 for float16 / bfloat16 input)");
+}
+
+// rois as the kernels read them: contiguous, in the compute type of `st`.
+inline at::Tensor rois_for_kernel(const at::Tensor& rois, at::ScalarType st) {
+  return rois.to(is_reduced_float(st) ? at::kFloat : st).contiguous();
+}
+
 inline void check_roi_align_common(const char* op, const at::Tensor& rois, int64_t pooled_height,
                                    int64_t pooled_width) {
   TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, op,
@@ -39,8 +57,7 @@ inline void check_roi_align_inputs(const at::Tensor& input, const at::Tensor& ro
   const auto st = input.scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
               "roi_align: input must be float32, float64, float16 or bfloat16, got ", st);
-  TORCH_CHECK(rois.scalar_type() == st, "roi_align: rois dtype ", rois.scalar_type(),
-              " must match the input dtype ", st);
+  check_rois_dtype("roi_align", rois, st);
   TORCH_CHECK(rois.device() == input.device(), "roi_align: rois are on ", rois.device(),
               " but input is on ", input.device());
 }
@@ -61,8 +78,7 @@ inline void check_roi_align_backward_inputs(const at::Tensor& grad, const at::Te
   const auto st = grad.scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
               "roi_align_backward: grad must be float32, float64, float16 or bfloat16, got ", st);
-  TORCH_CHECK(rois.scalar_type() == st, "roi_align_backward: rois dtype ", rois.scalar_type(),
-              " must match the grad dtype ", st);
+  check_rois_dtype("roi_align_backward", rois, st);
   TORCH_CHECK(rois.device() == grad.device(), "roi_align_backward: rois are on ", rois.device(),
               " but grad is on ", grad.device());
 }

@@ -120,7 +120,7 @@ class AMAHead(nn.Module):
         (``[]`` instead of the stage features when ``return_stages`` is False: inference)."""
         u = self.upsampled_paths(features)
         n, p, d, h, w = u.shape
-        gates = self.path_gates(u)
+        gates = self.path_gates(u).to(u.dtype)  # the op's dtype rule: gates follow the features
         group_size = self.stage_group_size if return_stages else 0
         if torch.jit.is_scripting():
             if self.use_fused_ops:

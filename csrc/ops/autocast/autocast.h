@@ -5,10 +5,12 @@
 // integer and other-device tensors alone, so a float64 call is never narrowed.
 //
 // Policy (why each op computes where it does):
-//   nms, roi_align(_backward), iuv_paste, uv_interp_loss(_backward): float32. Box coordinates of
-//     800x1216 images need float32 (bf16 has 8 mantissa bits: 4-8 px steps at those sizes);
-//     losses and post-processing are summed/thresholded; roi_align returns the input's dtype
-//     (as torchvision's autocast kernel does) so a reduced-precision head stays reduced.
+//   nms, iuv_paste, uv_interp_loss(_backward): float32. Box coordinates of 800x1216 images need
+//     float32 (bf16 has 8 mantissa bits: 4-8 px steps at those sizes); losses and
+//     post-processing are summed / thresholded.
+//   roi_align(_backward): rois in float32, features in their own dtype (the kernels read
+//     float16 / bfloat16 maps and compute in float32), output in the features' dtype, so a
+//     reduced-precision head stays reduced and no feature map is widened to be pooled.
 //   adaptive_aggregation(_backward): the autocast dtype (bf16 on the CPU, fp16/bf16 on CUDA):
 //     the op is bandwidth-bound, so halving its bytes is the speed-up; the kernels accumulate
 //     in float32.

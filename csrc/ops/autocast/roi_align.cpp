@@ -1,5 +1,6 @@
-// Autocast kernels of amanet::roi_align(_backward): sampled in float32, returned in the dtype of
-// the features / gradient (torchvision's policy; see autocast.h).
+// Autocast kernels of amanet::roi_align(_backward): rois in float32, the features / gradient in
+// their own dtype (the kernels sample and accumulate in float32 for float16 / bfloat16 maps, so
+// the whole FPN level is never copied to float32 just to pool a few RoIs; see autocast.h).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
@@ -17,10 +18,8 @@ at::Tensor roi_align_autocast(const at::Tensor& input, const at::Tensor& rois, d
                        .findSchemaOrThrow("amanet::roi_align", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, int64_t,
                                          int64_t, int64_t, bool)>();
-  return op
-      .call(autocast::to_float(input, Device), autocast::to_float(rois, Device), spatial_scale,
-            pooled_height, pooled_width, sampling_ratio, aligned)
-      .to(input.scalar_type());
+  return op.call(input, autocast::to_float(rois, Device), spatial_scale, pooled_height,
+                 pooled_width, sampling_ratio, aligned);
 }
 
 template <c10::DispatchKey Key, c10::DeviceType Device>
@@ -35,11 +34,8 @@ at::Tensor roi_align_backward_autocast(const at::Tensor& grad, const at::Tensor&
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, int64_t,
                                          int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                                          bool)>();
-  return op
-      .call(autocast::to_float(grad, Device), autocast::to_float(rois, Device), spatial_scale,
-            pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
-            aligned)
-      .to(grad.scalar_type());
+  return op.call(grad, autocast::to_float(rois, Device), spatial_scale, pooled_height,
+                 pooled_width, batch_size, channels, height, width, sampling_ratio, aligned);
 }
 
 }  // namespace

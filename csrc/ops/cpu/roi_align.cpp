@@ -76,12 +76,11 @@ struct RoiSamples {
   }
 };
 
-template <typename scalar_t>
-RoiBins<compute_t<scalar_t>> roi_bins_at(const scalar_t* rois, int64_t k, double spatial_scale,
-                                         int64_t pooled_height, int64_t pooled_width,
-                                         int64_t sampling_ratio, bool aligned) {
-  using T = compute_t<scalar_t>;
-  const scalar_t* r = rois + k * 5;
+// rois are in the compute type T (see rois_for_kernel).
+template <typename T>
+RoiBins<T> roi_bins_at(const T* rois, int64_t k, double spatial_scale, int64_t pooled_height,
+                       int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
+  const T* r = rois + k * 5;
   return make_roi_bins<T>(static_cast<T>(r[0]), static_cast<T>(r[1]), static_cast<T>(r[2]),
                           static_cast<T>(r[3]), static_cast<T>(r[4]), static_cast<T>(spatial_scale),
                           static_cast<int>(pooled_height), static_cast<int>(pooled_width),
@@ -90,9 +89,8 @@ RoiBins<compute_t<scalar_t>> roi_bins_at(const scalar_t* rois, int64_t k, double
 
 // rois[:, 0] must truncate to a valid image index (torchvision does not check; it reads out of
 // bounds).
-template <typename scalar_t>
-void check_batch_indices(const scalar_t* rois, int64_t num_rois, int64_t batch_size) {
-  using T = compute_t<scalar_t>;
+template <typename T>
+void check_batch_indices(const T* rois, int64_t num_rois, int64_t batch_size) {
   for (int64_t k = 0; k < num_rois; k++) {
     const T b = static_cast<T>(rois[k * 5]);
     TORCH_CHECK(b > T(-1) && b < static_cast<T>(batch_size), "roi_align: rois[", k,
@@ -101,7 +99,7 @@ void check_batch_indices(const scalar_t* rois, int64_t num_rois, int64_t batch_s
 }
 
 template <typename scalar_t>
-void forward_kernel(const scalar_t* input, const scalar_t* rois, scalar_t* output, int64_t num_rois,
+void forward_kernel(const scalar_t* input, const compute_t<scalar_t>* rois, scalar_t* output, int64_t num_rois,
                     int64_t channels, int64_t height, int64_t width, int64_t pooled_height,
                     int64_t pooled_width, double spatial_scale, int64_t sampling_ratio,
                     bool aligned) {
@@ -162,7 +160,7 @@ void forward_kernel(const scalar_t* input, const scalar_t* rois, scalar_t* outpu
 
 // grad_input is compute_t<scalar_t> (the output itself for float / double).
 template <typename scalar_t>
-void backward_kernel(const scalar_t* grad, const scalar_t* rois, compute_t<scalar_t>* grad_input,
+void backward_kernel(const scalar_t* grad, const compute_t<scalar_t>* rois, compute_t<scalar_t>* grad_input,
                      int64_t num_rois, int64_t channels, int64_t height, int64_t width,
                      int64_t pooled_height, int64_t pooled_width, double spatial_scale,
                      int64_t sampling_ratio, bool aligned) {
@@ -230,10 +228,11 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   TORCH_CHECK(height > 0 && width > 0, "roi_align: the input feature map is empty (", input.sizes(),
               ")");
   const at::Tensor input_ = input.contiguous();
-  const at::Tensor rois_ = rois.contiguous();
+  const at::Tensor rois_ = rois_for_kernel(rois, input.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_cpu", [&] {
-    check_batch_indices(rois_.const_data_ptr<scalar_t>(), num_rois, input.size(0));
-    forward_kernel<scalar_t>(input_.const_data_ptr<scalar_t>(), rois_.const_data_ptr<scalar_t>(),
+    using T = compute_t<scalar_t>;
+    check_batch_indices(rois_.const_data_ptr<T>(), num_rois, input.size(0));
+    forward_kernel<scalar_t>(input_.const_data_ptr<scalar_t>(), rois_.const_data_ptr<T>(),
                              output.mutable_data_ptr<scalar_t>(), num_rois, channels, height, width,
                              pooled_height, pooled_width, spatial_scale, sampling_ratio, aligned);
   });
@@ -255,11 +254,11 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   const int64_t num_rois = rois.size(0);
   if (grad.numel() == 0 || grad_input.numel() == 0) return grad_input.to(st);
   const at::Tensor grad_ = grad.contiguous();
-  const at::Tensor rois_ = rois.contiguous();
+  const at::Tensor rois_ = rois_for_kernel(rois, st);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "roi_align_backward_cpu", [&] {
     using T = compute_t<scalar_t>;
-    check_batch_indices(rois_.const_data_ptr<scalar_t>(), num_rois, batch_size);
-    backward_kernel<scalar_t>(grad_.const_data_ptr<scalar_t>(), rois_.const_data_ptr<scalar_t>(),
+    check_batch_indices(rois_.const_data_ptr<T>(), num_rois, batch_size);
+    backward_kernel<scalar_t>(grad_.const_data_ptr<scalar_t>(), rois_.const_data_ptr<T>(),
                               grad_input.mutable_data_ptr<T>(), num_rois, channels, height, width,
                               pooled_height, pooled_width, spatial_scale, sampling_ratio, aligned);
   });

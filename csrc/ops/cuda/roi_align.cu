@@ -27,13 +27,12 @@ inline int blocks_for(int64_t n) {
   return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535));
 }
 
-template <typename scalar_t>
-__device__ inline RoiBins<compute_t<scalar_t>> roi_bins_at(const scalar_t* rois, int64_t k,
-                                                           compute_t<scalar_t> spatial_scale,
-                                                           int pooled_height, int pooled_width,
-                                                           int sampling_ratio, bool aligned) {
-  using T = compute_t<scalar_t>;
-  const scalar_t* r = rois + k * 5;
+// rois are in the compute type T (see rois_for_kernel).
+template <typename T>
+__device__ inline RoiBins<T> roi_bins_at(const T* rois, int64_t k, T spatial_scale,
+                                         int pooled_height, int pooled_width, int sampling_ratio,
+                                         bool aligned) {
+  const T* r = rois + k * 5;
   return make_roi_bins<T>(static_cast<T>(r[0]), static_cast<T>(r[1]), static_cast<T>(r[2]),
                           static_cast<T>(r[3]), static_cast<T>(r[4]), spatial_scale, pooled_height,
                           pooled_width, sampling_ratio, aligned);
@@ -41,7 +40,7 @@ __device__ inline RoiBins<compute_t<scalar_t>> roi_bins_at(const scalar_t* rois,
 
 template <typename scalar_t>
 __global__ void roi_align_forward_kernel(int64_t total, const scalar_t* __restrict__ input,
-                                         const scalar_t* __restrict__ rois,
+                                         const compute_t<scalar_t>* __restrict__ rois,
                                          scalar_t* __restrict__ output,
                                          compute_t<scalar_t> spatial_scale, int batch_size,
                                          int channels, int height, int width, int pooled_height,
@@ -66,7 +65,7 @@ __global__ void roi_align_forward_kernel(int64_t total, const scalar_t* __restri
 
 template <typename scalar_t>
 __global__ void roi_align_backward_kernel(int64_t total, const scalar_t* __restrict__ grad,
-                                          const scalar_t* __restrict__ rois,
+                                          const compute_t<scalar_t>* __restrict__ rois,
                                           compute_t<scalar_t>* __restrict__ grad_input,
                                           compute_t<scalar_t> spatial_scale, int batch_size,
                                           int channels, int height, int width, int pooled_height,
@@ -100,13 +99,13 @@ at::Tensor roi_align_cuda(const at::Tensor& input, const at::Tensor& rois, doubl
   TORCH_CHECK(height > 0 && width > 0, "roi_align: the input feature map is empty (", input.sizes(),
               ")");
   const at::Tensor input_ = input.contiguous();
-  const at::Tensor rois_ = rois.contiguous();
+  const at::Tensor rois_ = rois_for_kernel(rois, input.scalar_type());
   const int64_t total = output.numel();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_cuda", [&] {
     using T = compute_t<scalar_t>;
     roi_align_forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        total, input_.const_data_ptr<scalar_t>(), rois_.const_data_ptr<scalar_t>(),
+        total, input_.const_data_ptr<scalar_t>(), rois_.const_data_ptr<T>(),
         output.mutable_data_ptr<scalar_t>(), static_cast<T>(spatial_scale),
         static_cast<int>(input.size(0)), static_cast<int>(channels), static_cast<int>(height),
         static_cast<int>(width), static_cast<int>(pooled_height), static_cast<int>(pooled_width),
@@ -131,13 +130,13 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
                                     grad.options().dtype(direct ? st : at::kFloat));
   if (grad.numel() == 0 || grad_input.numel() == 0) return grad_input.to(st);
   const at::Tensor grad_ = grad.contiguous();
-  const at::Tensor rois_ = rois.contiguous();
+  const at::Tensor rois_ = rois_for_kernel(rois, st);
   const int64_t total = grad_.numel();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "roi_align_backward_cuda", [&] {
     using T = compute_t<scalar_t>;
     roi_align_backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        total, grad_.const_data_ptr<scalar_t>(), rois_.const_data_ptr<scalar_t>(),
+        total, grad_.const_data_ptr<scalar_t>(), rois_.const_data_ptr<T>(),
         grad_input.mutable_data_ptr<T>(), static_cast<T>(spatial_scale),
         static_cast<int>(batch_size), static_cast<int>(channels), static_cast<int>(height),
         static_cast<int>(width), static_cast<int>(pooled_height), static_cast<int>(pooled_width),

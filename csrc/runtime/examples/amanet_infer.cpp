@@ -3,7 +3,9 @@
 //   amanet_infer MODEL IMAGE OUT.png [--json OUT.json] [--threads N] [--runs N]
 //                [--score-threshold T] [--device cpu|cuda] [--presized W0xH0]
 //                [--save-input INPUT.png] [--min-size N] [--max-size N]
+//                [--precision fp32|bf16|fp16]
 //
+// MODEL: a TorchScript export (.ts) or an ONNX export (.onnx, run by OpenVINO on the CPU).
 // Writes the whole-image IUV as an RGB PNG (R = I part 0..24, G = U, B = V, each 0..255, as
 // `amanet predict` does), prints every person's box and score and the timing (median over
 // --runs). --presized: IMAGE is already resized to the model input (e.g. by PIL, for bit-exact
@@ -11,6 +13,8 @@
 // --save-input: also write the resized model input (BGR PNG), to check the resize.
 // --min-size / --max-size: override the export's resize (shortest edge, longest-edge cap).
 // --runs 0: load the model and prepare the input (see --save-input), but do not predict.
+// --precision: OpenVINO's compute precision for .onnx (default fp32); a TorchScript export runs
+// the precision it was exported in.
 // Exit status: 0 ok, 1 error (message on stderr), 2 bad command line.
 #include <amanet/predictor.h>
 
@@ -31,7 +35,8 @@ void usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s MODEL IMAGE OUT.png [--json OUT.json] [--threads N] [--runs N]\n"
                "          [--score-threshold T] [--device cpu|cuda[:N]] [--presized W0xH0]\n"
-               "          [--save-input INPUT.png] [--min-size N] [--max-size N]\n",
+               "          [--save-input INPUT.png] [--min-size N] [--max-size N]\n"
+               "          [--precision fp32|bf16|fp16]\n",
                argv0);
 }
 
@@ -99,6 +104,8 @@ int main(int argc, char** argv) {
         options.max_size = parse_int(a, value());
       } else if (a == "--save-input") {
         save_input = value();
+      } else if (a == "--precision") {
+        options.precision = value();
       } else if (a.size() > 1 && a[0] == '-') {
         throw std::invalid_argument("unknown option " + a);
       } else {
@@ -155,9 +162,9 @@ int main(int argc, char** argv) {
     cv::cvtColor(pred.iuv, iuv_file, cv::COLOR_RGB2BGR);
     if (!cv::imwrite(out_path, iuv_file)) throw amanet::Error("cannot write " + out_path);
 
-    std::printf("model   %s (%s, %s), input %dx%d -> %dx%d, ops %s, malloc %s\n", model_path.c_str(),
-                info.family.c_str(), info.backend.c_str(), original.width, original.height, input.width,
-                input.height, amanet::ops_build_info().c_str(), amanet::memory_policy().c_str());
+    std::printf("model   %s (%s, %s %s), input %dx%d -> %dx%d, ops %s, malloc %s\n", model_path.c_str(),
+                info.family.c_str(), info.backend.c_str(), info.precision.c_str(), original.width, original.height,
+                input.width, input.height, amanet::ops_build_info().c_str(), amanet::memory_policy().c_str());
     std::printf("people  %zu\n", pred.people.size());
     for (size_t i = 0; i < pred.people.size(); ++i) {
       const amanet::Person& p = pred.people[i];

@@ -74,6 +74,7 @@ std::vector<std::string> parse_metadata(const std::string& text, const std::stri
     info.heatmap_size = static_cast<int>(meta.at("heatmap_size").as_int("heatmap_size"));
     info.gate_mode = static_cast<int>(meta.at("gate_mode").as_int("gate_mode"));
     info.gate_threshold = meta.at("gate_threshold").as_number("gate_threshold");
+    info.precision = meta.has("precision") ? meta.at("precision").as_string("precision") : "fp32";
     info.max_detections = meta.has("max_detections")
                               ? static_cast<int>(meta.at("max_detections").as_int("max_detections"))
                               : 0;
@@ -292,10 +293,18 @@ Predictor::Predictor(const std::string& model_path, PredictorOptions options) : 
   if (options.threads > 0) at::set_num_threads(options.threads);
 
   std::string ext = lower(std::filesystem::path(model_path).extension().string());
-  m.backend = ext == ".onnx" ? detail::make_onnxruntime_backend(model_path, m.device, options.threads)
-                             : detail::make_torchscript_backend(model_path, m.device);
+  m.backend = ext == ".onnx"
+                  ? detail::make_openvino_backend(model_path, m.device, options.threads, options.precision)
+                  : detail::make_torchscript_backend(model_path, m.device);
   m.info.backend = m.backend->name();
   m.outputs = parse_metadata(m.backend->metadata_json, model_path, m.info);
+  if (!m.backend->precision().empty()) {
+    m.info.precision = m.backend->precision();  // OpenVINO: what it was asked to run
+  } else if (!options.precision.empty() && options.precision != m.info.precision) {
+    throw Error(model_path + " computes in " + m.info.precision + " (its export precision); precision '" +
+                options.precision + "' needs a re-export (amanet export torchscript --precision " +
+                options.precision + ") or the .onnx export with OpenVINO");
+  }
   for (size_t i = 0; i < m.outputs.size(); ++i) m.index[m.outputs[i]] = i;
   for (const char* name : {"boxes", "scores", "classes", "gate", "fine_segm", "u", "v"}) m.output(name);
   if (m.info.gate_mode != 0 && m.info.gate_mode != 1)

@@ -1,7 +1,8 @@
 #pragma once
 // amanet C++ runtime: DensePose (AMANet / Detectron2 R_50_FPN_s1x) on images, from a model
 // exported by `amanet export` / amanet.deploy.export_torchscript (a TorchScript file carrying
-// the extra file `amanet.json`). One class, plain result structs, exceptions on errors.
+// the extra file `amanet.json`), or its ONNX export (.onnx, run by OpenVINO on the CPU). One
+// class, plain result structs, exceptions on errors.
 //
 //   #include <amanet/predictor.h>
 //   amanet::Predictor predictor("model.ts");                  // or {"model.ts", options}
@@ -34,8 +35,14 @@ class Error : public std::runtime_error {
 struct PredictorOptions {
   // "cpu", "cuda" or "cuda:N" (needs a CUDA build of libtorch and amanet_ops with CUDA kernels).
   std::string device = "cpu";
-  // Intra-op threads of libtorch (at::set_num_threads: process-wide). 0 = libtorch's default.
+  // Intra-op threads of libtorch (at::set_num_threads: process-wide) and of OpenVINO. 0 = the
+  // libraries' defaults.
   int threads = 0;
+  // Compute precision. "" = the export's own (a TorchScript export runs what it was exported
+  // in: fp32, or bf16 / fp16 from `amanet export torchscript --precision`), fp32 for .onnx.
+  // An .onnx export runs on OpenVINO in "fp32", "bf16" (CPUs with AVX512-BF16 / AMX) or "fp16";
+  // a TorchScript export asked for another precision than its own is an Error.
+  std::string precision;
   // Post-filter on the exported model's detections: keep score >= score_threshold. The export
   // already dropped everything below its own MODEL.ROI_HEADS.SCORE_THRESH_TEST (0.05 by
   // default): a threshold lower than the export's cannot bring those detections back.
@@ -93,7 +100,8 @@ struct Prediction {
 // What the export's amanet.json says (read once when the model loads).
 struct ModelInfo {
   std::string path;
-  std::string backend;             // "torchscript" (or "onnxruntime" when built with it)
+  std::string backend;             // "torchscript", or "openvino" (.onnx, when built with it)
+  std::string precision;           // what the graph computes in: "fp32", "bf16", "fp16"
   std::string family;              // "amanet" or "s1x"
   std::string channels;            // "BGR" or "RGB": what the graph expects
   int min_size = 0, max_size = 0;  // in effect (options override the export's)
