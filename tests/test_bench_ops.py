@@ -23,7 +23,8 @@ def test_bench_ops_quick_prints_table():
     # the memory policy it ran under (the product's: freed memory reused), where glibc has one
     assert "malloc retained" in out or "malloc unsupported" in out, out.splitlines()[0]
     for row in ("aggregation fwd, S only", "aggregation fwd+bwd, grads of S and stage sums (AMA training)",
-                "aggregation fwd+bwd, grads of S and every G", "UV loss fwd+bwd"):
+                "aggregation fwd+bwd, grads of S and every G", "aggregation fwd, S only, bf16",
+                "UV loss fwd+bwd"):
         assert f"| {row}" in out, out
     rows = [line for line in out.splitlines() if line.startswith("| aggregation") or line.startswith("| UV")]
     assert all(line.count("|") == 9 for line in rows)

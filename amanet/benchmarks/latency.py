@@ -294,6 +294,16 @@ def to_json(results: List[Result], meta: Dict[str, Any]) -> Dict[str, Any]:
     return {"meta": meta, "results": [asdict(r) for r in results]}
 
 
+def from_json(doc: Dict[str, Any]) -> List[Result]:
+    """The results of a latency.json (to render its tables again)."""
+    out = []
+    for r in doc["results"]:
+        r = dict(r)
+        r["case"] = Case(**r["case"])
+        out.append(Result(**r))
+    return out
+
+
 def _eager_fp32(results: List[Result], case: Case) -> Optional[Result]:
     for r in results:
         c = r.case
@@ -333,15 +343,15 @@ def markdown_table(results: List[Result], peak: Optional[Dict[str, float]] = Non
                      f"{r.peak_rss_mb:.0f} | {ratio} | {rate} |")
     stage_rows = [r for r in results if r.stages_ms]
     if stage_rows:
-        lines += ["", "| family | size | dets | stage | median ms | GFLOPs | GFLOP/s |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", "| family | precision | size | dets | stage | median ms | GFLOPs | GFLOP/s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in stage_rows:
             c = r.case
             for stage, ms in r.stages_ms.items():
                 gf = r.stage_gflops.get(stage, 0.0)
                 rate = gf / (ms / 1e3) if ms > 0 else 0.0
-                lines.append(f"| {c.family} | {c.height}x{c.width} | {c.detections} | {stage} | "
-                             f"{ms:.1f} | {gf:.1f} | {rate:.1f} |")
+                lines.append(f"| {c.family} | {c.precision} | {c.height}x{c.width} | "
+                             f"{c.detections} | {stage} | {ms:.1f} | {gf:.1f} | {rate:.1f} |")
     return "\n".join(lines)
 
 

@@ -210,6 +210,7 @@ def _aggregation_cases(quick: bool) -> List[Case]:
         d_r = {k: torch.randn(n, p // k, c, h, w, generator=gen) for k in (1, 2)}
         e = f.element_size()
         x, y, npc = f.numel(), d_s.numel(), g.numel()
+        f16, g16 = f.to(torch.bfloat16), g.to(torch.bfloat16)  # what bf16 inference runs
 
         def fwd_bwd(fn, group_size, fr=fr, gr=gr, d_s=d_s, d_r=d_r):
             groups, summed = fn(fr, gr, group_size)
@@ -239,6 +240,9 @@ def _aggregation_cases(quick: bool) -> List[Case]:
             Case("aggregation", "aggregation fwd+bwd, grad of S only", shape,
                  lambda fb=fwd_bwd: fb(fused_op, 0), lambda fb=fwd_bwd: fb(reference, 0),
                  fwd_bytes(0) + bwd_bytes(0), "ref: G unused"),
+            Case("aggregation", "aggregation fwd, S only, bf16 (bf16 inference)", shape,
+                 lambda f=f16, g=g16: fused_op(f, g, 0), lambda f=f16, g=g16: reference(f, g, 0),
+                 2 * (x + npc + y), "fp32 accumulation; ref: bf16 torch ops"),
             Case("aggregation", "GAP: torch mean over H, W (kept in torch)", shape,
                  None, lambda f=f: f.mean((3, 4)), e * (x + npc), "torch; no channel_mean op"),
         ]
