@@ -151,15 +151,16 @@ class DeployGraph(nn.Module):
         self.ama_res = [int(s) for s in dp.ama_pooler_resolutions]
         self.heatmap = int(dp.heatmap_size)
         self.num_parts = int(dp.num_patches) + 1
-        self.gate_channels = int(model.densepose_channels()["coarse_segm" if cfg.family == FAMILY_S1X
-                                                           else "body_mask"])
+        gate_key = "coarse_segm" if cfg.family == FAMILY_S1X else "body_mask"
+        self.gate_channels = int(model.densepose_channels()[gate_key])
         self.max_detections = int(max_detections)
         # an empty tensor whose dtype is the compute dtype (a dtype attribute does not script)
         self.register_buffer("compute_dtype", torch.zeros(0), persistent=False)
 
     # -- stages --------------------------------------------------------------------------------
     def preprocess(self, image: Tensor) -> Tensor:
-        x = ((image.to(torch.float32) - self.pixel_mean) / self.pixel_std).to(self.compute_dtype.dtype)
+        x = (image.to(torch.float32) - self.pixel_mean) / self.pixel_std
+        x = x.to(self.compute_dtype.dtype)
         d = self.size_divisibility
         h = image.shape[-2]
         w = image.shape[-1]

@@ -24,9 +24,11 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("eager", "torchscript", "onnxruntime", "openvino", "tensorrt")
 
 
+Outputs = Dict[str, torch.Tensor]
+
+
 class BackendUnavailable(AmanetError, RuntimeError):
     """The runtime a backend needs is not installed (or cannot run here)."""
-Outputs = Dict[str, torch.Tensor]
 
 
 def _named(values: List[Any], names: List[str]) -> Outputs:

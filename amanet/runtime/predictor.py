@@ -13,10 +13,10 @@ from ..data.image_io import ImageLike, as_bgr_uint8
 from ..data.transforms import resize_shortest_edge
 from ..modeling import postprocess as pp
 from ..modeling.box_ops import clip_boxes, nonempty
+from ..modeling.inference_prep import prepare_for_inference
 from ..modeling.model import build_model
 from ..modeling.smoke_init import smoke_init_
 from ..ops.iuv_paste import iuv_paste, mode_for_family
-from ..modeling.inference_prep import prepare_for_inference
 from .backends import (BACKENDS, EagerBackend, OnnxRuntimeBackend, OpenVINOBackend,
                        TensorRTBackend, TorchScriptBackend, artifact_config, backend_for_path)
 from .memory import retain_freed_memory

@@ -91,8 +91,8 @@ class AMAHead(nn.Module):
     def path_gates(self, u: Tensor) -> Tensor:
         """``U`` ``[N,4,D,H,W]`` -> ``[N,4,D]`` sigmoid gates, one MLP per path on its channel means.
 
-        The gates are float32 whatever the compute precision (the aggregation op casts them
-        to its own dtype)."""
+        The gates are computed in float32 whatever the compute precision; :meth:`forward`
+        hands them to the aggregation op in the features' dtype (the op's rule)."""
         pooled = u.mean(dim=(3, 4))
         g1 = torch.sigmoid(self.att_levels_1(F.relu(self.fc1_levels_1(pooled[:, 0]))).float())
         g2 = torch.sigmoid(self.att_levels_2(F.relu(self.fc1_levels_2(pooled[:, 1]))).float())
