@@ -108,6 +108,9 @@ def test_onnx_uses_standard_ops_only(exported):
     ops = op_types(exported["onnx"])
     assert all("::" not in op for op in ops), ops
     assert "RoiAlign" in ops and "NonMaxSuppression" in ops
+    # s1x: zero detections skip the DensePose branch (and its whole-image decoder) through an
+    # If; AMANet's branch costs nothing without boxes and stays plain
+    assert ("If" in ops) == (exported["family"] == "s1x")
     meta = read_metadata(exported["onnx"])
     assert meta["family"] == exported["family"]
 

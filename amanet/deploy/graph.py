@@ -85,9 +85,67 @@ def _traced_topk_k(scores: Tensor, k: int) -> int:
     return torch.min(torch.cat([torch.tensor([k], dtype=n.dtype), n]))  # type: ignore[return-value]
 
 
+class DensePoseBranch(nn.Module):
+    """The DensePose part of the deploy graph: ``boxes [D, 4]`` -> ``(gate, fine_segm, u, v)``,
+    float32 whatever the compute dtype.
+
+    Scripted, zero boxes return empty outputs before any DensePose work (the s1x decoder runs
+    over the whole image otherwise). A module of its own so that the ONNX export can keep it
+    scripted inside the traced graph, where that early exit becomes an ONNX ``If``.
+    """
+    __constants__ = ["is_amanet", "has_decoder"]
+
+    def __init__(self, model: DensePoseRCNN):
+        super().__init__()
+        cfg = model.cfg
+        rh = model.roi_heads
+        dp = cfg.densepose
+        self.is_amanet = cfg.family == FAMILY_AMANET
+        self.densepose_head = rh.densepose_head
+        self.densepose_predictor = rh.densepose_predictor
+        if rh.decoder is not None:
+            self.decoder = rh.decoder
+            self.has_decoder = True
+        else:
+            self.decoder = nn.Identity()
+            self.has_decoder = False
+        self.dp_sampling = int(dp.pooler_sampling_ratio)
+        self.dp_aligned = aligned_flag(dp.pooler_type)
+        self.dp_res = int(dp.pooler_resolution)
+        self.ama_res = [int(s) for s in dp.ama_pooler_resolutions]
+        self.heatmap = int(dp.heatmap_size)
+        self.num_parts = int(dp.num_patches) + 1
+        self.gate_channels = int(model.densepose_channels()["body_mask" if self.is_amanet
+                                                           else "coarse_segm"])
+
+    def forward(self, feats: List[Tensor], boxes: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        if torch.jit.is_scripting() and boxes.shape[0] == 0:
+            # four distinct (empty) tensors: in ONNX an If branch must not return one value twice
+            n, s, p = boxes.shape[0], self.heatmap, self.num_parts
+            return (boxes.new_full((n, self.gate_channels, s, s), 0.0),
+                    boxes.new_full((n, p, s, s), 1.0), boxes.new_full((n, p, s, s), 2.0),
+                    boxes.new_full((n, p, s, s), 3.0))
+        rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
+        if self.is_amanet:
+            paths: List[Tensor] = []
+            for i, f in enumerate(feats[:4]):
+                paths.append(_roi_align(f, rois, self.ama_res[i], 1.0 / (4 * 2 ** i),
+                                        self.dp_sampling, self.dp_aligned))
+            head_out, _ = self.densepose_head(paths, False)
+            out = self.densepose_predictor(head_out)
+            return out["m"].float(), out["index_uv"].float(), out["u"].float(), out["v"].float()
+        x = feats[0]
+        if self.has_decoder:
+            x = self.decoder(feats[:4])
+        pooled = _roi_align(x, rois, self.dp_res, 0.25, self.dp_sampling, self.dp_aligned)
+        out = self.densepose_predictor(self.densepose_head(pooled))
+        return (out["coarse_segm"].float(), out["fine_segm"].float(), out["u"].float(),
+                out["v"].float())
+
+
 class DeployGraph(nn.Module):
     # Constants let TorchScript drop the other family's branches before compiling them.
-    __constants__ = ["is_amanet", "has_decoder", "max_detections"]
+    __constants__ = ["is_amanet", "max_detections"]
 
     def __init__(self, model: DensePoseRCNN, max_detections: int = 0):
         super().__init__()
@@ -101,16 +159,9 @@ class DeployGraph(nn.Module):
         rh = model.roi_heads
         self.box_head = rh.box_head
         self.box_predictor = rh.box_predictor
-        self.densepose_head = rh.densepose_head
-        self.densepose_predictor = rh.densepose_predictor
-        if rh.decoder is not None:
-            self.decoder = rh.decoder
-            self.has_decoder = True
-        else:
-            self.decoder = nn.Identity()
-            self.has_decoder = False
         if self.is_amanet and not rh.densepose_predictor.folded:
             rh.fold()
+        self.densepose_branch = DensePoseBranch(model)
         self.register_buffer("pixel_mean", model.pixel_mean.clone(), persistent=False)
         self.register_buffer("pixel_std", model.pixel_std.clone(), persistent=False)
         self.size_divisibility = int(cfg.input.size_divisibility)
@@ -143,16 +194,6 @@ class DeployGraph(nn.Module):
                              persistent=False)
         self.det_nms = float(r.nms_thresh_test)
         self.det_topk = int(r.detections_per_image)
-        # DensePose pooling
-        dp = cfg.densepose
-        self.dp_sampling = int(dp.pooler_sampling_ratio)
-        self.dp_aligned = aligned_flag(dp.pooler_type)
-        self.dp_res = int(dp.pooler_resolution)
-        self.ama_res = [int(s) for s in dp.ama_pooler_resolutions]
-        self.heatmap = int(dp.heatmap_size)
-        self.num_parts = int(dp.num_patches) + 1
-        gate_key = "coarse_segm" if cfg.family == FAMILY_S1X else "body_mask"
-        self.gate_channels = int(model.densepose_channels()[gate_key])
         self.max_detections = int(max_detections)
         # an empty tensor whose dtype is the compute dtype (a dtype attribute does not script)
         self.register_buffer("compute_dtype", torch.zeros(0), persistent=False)
@@ -254,32 +295,8 @@ class DeployGraph(nn.Module):
 
     def densepose(self, feats: List[Tensor], boxes: Tensor) -> Tuple[Tensor, Tensor, Tensor,
                                                                        Tensor]:
-        """``(gate, fine_segm, u, v)`` for ``boxes [D, 4]``.
-
-        Scripted, zero boxes return empty outputs before any DensePose work (the s1x decoder
-        runs over the whole image otherwise); a traced (ONNX) graph has no such branch."""
-        if torch.jit.is_scripting() and boxes.shape[0] == 0:
-            s = self.heatmap
-            empty = torch.zeros((0, self.num_parts, s, s), dtype=torch.float32,
-                                device=boxes.device)
-            return (torch.zeros((0, self.gate_channels, s, s), dtype=torch.float32,
-                                device=boxes.device), empty, empty.clone(), empty.clone())
-        rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
-        if self.is_amanet:
-            paths: List[Tensor] = []
-            for i, f in enumerate(feats[:4]):
-                paths.append(_roi_align(f, rois, self.ama_res[i], 1.0 / (4 * 2 ** i),
-                                        self.dp_sampling, self.dp_aligned))
-            head_out, _ = self.densepose_head(paths, False)
-            out = self.densepose_predictor(head_out)
-            return out["m"].float(), out["index_uv"].float(), out["u"].float(), out["v"].float()
-        x = feats[0]
-        if self.has_decoder:
-            x = self.decoder(feats[:4])
-        pooled = _roi_align(x, rois, self.dp_res, 0.25, self.dp_sampling, self.dp_aligned)
-        out = self.densepose_predictor(self.densepose_head(pooled))
-        return (out["coarse_segm"].float(), out["fine_segm"].float(), out["u"].float(),
-                out["v"].float())
+        """``(gate, fine_segm, u, v)`` for ``boxes [D, 4]`` (see :class:`DensePoseBranch`)."""
+        return self.densepose_branch(feats, boxes)
 
     def forward(self, image: Tensor) -> List[Tensor]:
         hw = torch._shape_as_tensor(image)[1:].to(torch.float32)

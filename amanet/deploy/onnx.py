@@ -42,6 +42,13 @@ def export_onnx(model: DensePoseRCNN, path: Union[str, Path], opset: int = MIN_O
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = DeployGraph(model.eval(), max_detections).eval()
+    # With a decoder (s1x), the DensePose branch runs it over the whole image even for zero
+    # boxes; scripted inside the trace, the branch keeps its zero-box early exit as an ONNX If.
+    # Without one (AMANet) zero boxes cost nothing already, and the padded, static-shape
+    # TensorRT graph never has zero boxes: both keep plain traced ops.
+    scripted_branch = max_detections <= 0 and graph.densepose_branch.has_decoder
+    if scripted_branch:
+        graph.densepose_branch = torch.jit.script(graph.densepose_branch)
     example = torch.rand(3, int(example_hw[0]), int(example_hw[1])) * 255
     names = output_names(max_detections)
     dynamic: Dict[str, Dict[int, str]] = {}
@@ -59,7 +66,10 @@ def export_onnx(model: DensePoseRCNN, path: Union[str, Path], opset: int = MIN_O
             # The tracer warns about every Python int it sees; the graph is written so that
             # the shape-dependent ones stay symbolic (tests run other sizes than the example).
             warnings.simplefilter("ignore")
-            torch.onnx.export(graph, (example,), str(path), input_names=["image"],
+            traced = graph
+            if scripted_branch:  # the ONNX tracer cannot call a scripted submodule itself
+                traced = torch.jit.trace(_TupleOutputs(graph), (example,), check_trace=False)
+            torch.onnx.export(traced, (example,), str(path), input_names=["image"],
                               output_names=names, dynamic_axes=dynamic or None,
                               opset_version=opset, dynamo=False, do_constant_folding=True,
                               keep_initializers_as_inputs=False)
@@ -67,6 +77,7 @@ def export_onnx(model: DensePoseRCNN, path: Union[str, Path], opset: int = MIN_O
         graph.score_threshold.copy_(threshold)
     proto = onnx.load(str(path))
     _replace_threshold(proto, TRACE_THRESHOLD, float(threshold[0]))
+    _decouple_outputs_from_branches(proto.graph)
     meta = metadata.graph_metadata(model.cfg, max_detections)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, metadata.dumps(meta)
@@ -77,22 +88,66 @@ def export_onnx(model: DensePoseRCNN, path: Union[str, Path], opset: int = MIN_O
     return path
 
 
+class _TupleOutputs(torch.nn.Module):
+    """The graph's outputs as a tuple (a traced list of mixed dtypes is an ONNX sequence)."""
+
+    def __init__(self, graph: DeployGraph):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, image: torch.Tensor):
+        return tuple(self.graph(image))
+
+
+def _decouple_outputs_from_branches(graph) -> None:
+    """Subgraphs (If branches) read graph outputs (``boxes``) through an Identity instead of by
+    the output's own name: OpenVINO's ONNX frontend (2026.4) turns an outer-scope value that is
+    a model output into extra branch results, and then refuses the If (unequal output counts)."""
+    import onnx
+    from onnx import helper
+
+    outputs = {o.name for o in graph.output}
+    renamed = {name: f"{name}__to_branch" for name in outputs}
+    used = set()
+
+    def rename(g) -> None:
+        for node in g.node:
+            for i, name in enumerate(node.input):
+                if name in renamed:
+                    node.input[i] = renamed[name]
+                    used.add(name)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    rename(attr.g)
+
+    first = None  # the first node holding a subgraph: the Identities go right before it
+    for k, node in enumerate(graph.node):
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                rename(attr.g)
+                first = k if first is None else first
+    for name in sorted(used, reverse=True):
+        graph.node.insert(first, helper.make_node("Identity", [name], [renamed[name]]))
+
+
 def _replace_threshold(proto, traced: float, real: float) -> None:
     """Write the real score threshold into the one ``Greater`` that compared with ``traced``."""
     import numpy as np
     import onnx.numpy_helper as nh
 
     consumers = {n.input[1] for n in proto.graph.node if n.op_type == "Greater"}
-    hits = []
+    hits = []  # (the tensor proto to overwrite, its name): a Constant node or an initializer
     for node in proto.graph.node:
         if node.op_type == "Constant" and node.output[0] in consumers:
-            value = nh.to_array(node.attribute[0].t)
-            if value.shape == (1,) and value[0] == np.float32(traced):
-                hits.append(node)
+            hits.append((node.attribute[0].t, node.output[0]))
+    hits += [(init, init.name) for init in proto.graph.initializer if init.name in consumers]
+    hits = [(t, name) for t, name in hits
+            if nh.to_array(t).shape == (1,) and nh.to_array(t)[0] == np.float32(traced)]
     if len(hits) != 1:
         raise RuntimeError(f"expected one score-threshold constant in the traced graph, found "
                            f"{len(hits)}")
-    hits[0].attribute[0].t.CopyFrom(nh.from_array(np.array([real], np.float32)))
+    tensor, name = hits[0]
+    tensor.CopyFrom(nh.from_array(np.array([real], np.float32), name if tensor.name else None))
 
 
 def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
