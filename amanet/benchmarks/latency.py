@@ -245,8 +245,8 @@ def cpu_info() -> Dict[str, Any]:
                 model = value.strip()
             elif key.strip() == "flags":
                 flags = set(value.split())
-    except OSError:
-        pass
+    except OSError as e:  # not Linux: the model name from platform, no flags to report
+        logger.warning("cannot read /proc/cpuinfo (%s): the ISA flags are not reported", e)
     wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16",
               "amx_tile", "amx_int8"]
     return {"model": model, "isa": [f for f in wanted if f in flags],
