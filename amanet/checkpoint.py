@@ -133,20 +133,57 @@ def match_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]
     missing = sorted(k for k in expected if k not in state)
     shape = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
                    for k, v in expected.items() if k in state and state[k].shape != v.shape)
+    if not (missing or unexpected or shape):
+        return {k: state[k].to(expected[k].dtype) for k in expected}
+    guess = guess_config(state)
+    hint = ""
+    limit = 8
+    if guess is not None:
+        hint = (f"; its keys are those of {guess[0]} ({guess[1]}): pass that config "
+                f"(--config {guess[0]})")
+        limit = 3  # the name says it; a few keys are enough to see why
     problems: List[str] = []
     if missing:
-        problems.append(f"{len(missing)} missing: " + ", ".join(_abbrev(missing)))
+        problems.append(f"{len(missing)} missing: " + ", ".join(_abbrev(missing, limit)))
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: " + ", ".join(_abbrev(unexpected)))
+        problems.append(f"{len(unexpected)} unexpected: " + ", ".join(_abbrev(unexpected, limit)))
     if shape:
-        problems.append(f"{len(shape)} mis-shaped: " + "; ".join(_abbrev(shape)))
-    if problems:
-        raise CheckpointError("checkpoint does not match the model (family "
-                              f"{getattr(model, 'family', '?')}): " + " | ".join(problems))
-    return {k: state[k].to(expected[k].dtype) for k in expected}
+        problems.append(f"{len(shape)} mis-shaped: " + "; ".join(_abbrev(shape, limit)))
+    raise CheckpointError("checkpoint does not match the model (family "
+                          f"{getattr(model, 'family', '?')}){hint}: " + " | ".join(problems))
 
 
-def _abbrev(items: List[str], limit: int = 20) -> List[str]:
+def guess_config(state: Mapping[str, torch.Tensor]) -> Optional[Tuple[str, str]]:
+    """The preset whose model has this checkpoint's layout, read from its keys and shapes:
+    ``(preset name, what gave it away)``, or None when it is not a DensePose R-CNN."""
+    from .config.schema import zoo_name
+
+    head = "roi_heads.densepose_head."
+    pred = "roi_heads.densepose_predictor."
+    if not any(k.startswith(head) for k in state):
+        return None
+    res4 = {k.split(".")[3] for k in state if k.startswith("backbone.bottom_up.res4.")}
+    depth = {6: 50, 23: 101}.get(len(res4), 50)
+    if any(k.startswith(head + "ama_") for k in state):
+        return "densepose_AMA_R_50_FPN_s1x", "AMA head"
+    deeplab = any(k.startswith(head + "ASPP.") for k in state)
+    coarse = state.get(pred + "ann_index_lowres.weight")
+    legacy = coarse is not None and coarse.ndim == 4 and int(coarse.shape[1]) == 15 and \
+        not any(k.startswith("roi_heads.decoder.") for k in state)
+    conf = ""
+    if pred + "sigma_2_lowres.weight" in state:
+        conf = "WC2" if pred + "kappa_u_lowres.weight" in state else "WC1"
+        if pred + "fine_segm_confidence_lowres.weight" in state:
+            conf += "M"
+    what = [f"ResNet-{depth}", "DeepLab head" if deeplab else "V1ConvX head"]
+    what += [{"WC1": "iid_iso UV confidence", "WC2": "indep_aniso UV confidence"}[conf[:3]]] \
+        if conf else []
+    what += ["segmentation confidence"] if conf.endswith("M") else []
+    what += ["15 coarse channels, no decoder"] if legacy else []
+    return zoo_name(depth, deeplab, conf, legacy), ", ".join(what)
+
+
+def _abbrev(items: List[str], limit: int = 8) -> List[str]:
     return items if len(items) <= limit else items[:limit] + [f"... ({len(items) - limit} more)"]
 
 

@@ -35,11 +35,87 @@ def _flat_keys(d, prefix=""):
 
 
 # ---------------------------------------------------------------------------- presets
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(PRESET_FILES))
 def test_preset_names_match_shipped_yaml(name):
     by_name = load_config(name)
     from_file = load_config(str(CONFIGS_DIR / PRESET_FILES[name]))
     assert by_name == from_file == preset(name)
+
+
+ZOO_FIXTURES = ["R_50_FPN_s1x", "R_50_FPN_DL_s1x", "R_101_FPN_DL_WC2M_s1x", "R_50_FPN_WC1_s1x",
+                "R_50_FPN_s1x_legacy"]
+#: The 22 chart configs of Detectron2's projects/DensePose/configs (literal list).
+ZOO_NAMES = [f"densepose_rcnn_R_{d}_FPN{h}{c}_s1x" for d in (50, 101) for h in ("", "_DL")
+             for c in ("", "_WC1", "_WC2", "_WC1M", "_WC2M")] + \
+    ["densepose_rcnn_R_50_FPN_s1x_legacy", "densepose_rcnn_R_101_FPN_s1x_legacy"]
+
+
+@pytest.mark.parametrize("fixture", ZOO_FIXTURES)
+def test_zoo_files_presets_and_dumps_agree(fixture):
+    """Detectron2's own zoo file (with its _BASE_, which is not beside it: amanet ships the
+    base), its preset name and the full cfg.dump() of the run build the same config (the dump
+    carries the fixture's test-time overrides, applied here to the other two)."""
+    root = fixture_dir(f"d2_zoo/{fixture}")
+    dump = load_config(str(root / "config_effective.yaml"))
+    overrides = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.05", "TEST.DETECTIONS_PER_IMAGE", "6",
+                 "INPUT.MIN_SIZE_TEST", "512", "INPUT.MAX_SIZE_TEST", "768"]
+    from_file = load_config(str(root / "config.yaml"), overrides)
+    by_name = load_config(f"densepose_rcnn_{fixture}", overrides)
+    model_parts = ("backbone", "rpn", "densepose", "input")
+    for part in model_parts:
+        assert getattr(from_file, part) == getattr(by_name, part), part
+        assert getattr(dump, part) == getattr(by_name, part), part
+    assert dump.roi_heads.detections_per_image == by_name.roi_heads.detections_per_image == 6
+
+
+def test_every_zoo_chart_config_is_a_preset():
+    from amanet.modeling.model import build_model
+
+    assert sorted(n for n in PRESETS if n.startswith("densepose_rcnn_")) == sorted(ZOO_NAMES)
+    cfg = load_config("densepose_rcnn_R_101_FPN_DL_WC2M_s1x")
+    dp = cfg.densepose
+    assert cfg.backbone.depth == 101 and dp.name == "DensePoseDeepLabHead"
+    assert dp.uv_confidence_enabled and dp.uv_confidence_type == "indep_aniso"
+    assert dp.segm_confidence_enabled
+    assert dp.predictor_name == "DensePoseChartWithConfidencePredictor"
+    legacy = load_config("densepose_rcnn_R_101_FPN_s1x_legacy").densepose
+    assert (legacy.num_coarse_segm_channels, legacy.pooler_resolution, legacy.heatmap_size,
+            legacy.decoder_on) == (15, 14, 56, False)
+    wc1 = build_model(load_config("densepose_rcnn_R_50_FPN_WC1_s1x"))
+    keys = {k for k in wc1.state_dict() if "densepose_predictor" in k}
+    assert "roi_heads.densepose_predictor.sigma_2_lowres.weight" in keys
+    assert not any("kappa" in k or "segm_confidence" in k for k in keys)
+
+
+def test_zoo_style_yaml_with_missing_base_and_dump_roundtrip(tmp_path):
+    """A user's copy of a zoo file (its _BASE_ not beside it), and our dump of the result."""
+    (tmp_path / "densepose_rcnn_R_50_FPN_DL_WC1M_s1x.yaml").write_text(
+        '_BASE_: "Base-DensePose-RCNN-FPN.yaml"\n'
+        "MODEL:\n  RESNETS:\n    DEPTH: 50\n  ROI_DENSEPOSE_HEAD:\n"
+        '    NAME: "DensePoseDeepLabHead"\n    UV_CONFIDENCE:\n      ENABLED: True\n'
+        '      TYPE: "iid_iso"\n    SEGM_CONFIDENCE:\n      ENABLED: True\n'
+        "    POINT_REGRESSION_WEIGHTS: 0.0005\n"
+        "SOLVER:\n  CLIP_GRADIENTS:\n    ENABLED: True\n  MAX_ITER: 130000\n"
+        "  STEPS: (100000, 120000)\n")
+    cfg = load_config(str(tmp_path / "densepose_rcnn_R_50_FPN_DL_WC1M_s1x.yaml"))
+    assert cfg == load_config("densepose_rcnn_R_50_FPN_DL_WC1M_s1x")
+    (tmp_path / "dump.yaml").write_text(dump_config(cfg))
+    assert load_config(str(tmp_path / "dump.yaml")) == cfg
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("MODEL.ROI_DENSEPOSE_HEAD.UV_CONFIDENCE.TYPE", "gaussian", "iid_iso"),
+    ("MODEL.ROI_DENSEPOSE_HEAD.DEEPLAB.NORM", "BN", "'GN'"),
+])
+def test_zoo_values_we_cannot_honour(key, value, says):
+    with pytest.raises(ConfigError, match=says):
+        load_config("densepose_rcnn_R_50_FPN_DL_s1x", [key, value])
+
+
+def test_confidences_refused_for_amanet():
+    with pytest.raises(ConfigError, match="SEGM_CONFIDENCE.ENABLED=True is not supported with "
+                                          "DensePoseAMAHead"):
+        load_config("amanet", ["MODEL.ROI_DENSEPOSE_HEAD.SEGM_CONFIDENCE.ENABLED", "True"])
 
 
 def test_shipped_yaml_equal_python_presets():
@@ -208,8 +284,8 @@ def test_family_cannot_change_on_built_config():
     ("MODEL.META_ARCHITECTURE", "RetinaNet"),
     ("MODEL.PROPOSAL_GENERATOR.NAME", "PrecomputedProposals"),
     ("MODEL.MASK_ON", "True"),
-    ("MODEL.ROI_DENSEPOSE_HEAD.UV_CONFIDENCE.ENABLED", "True"),
-    ("MODEL.ROI_DENSEPOSE_HEAD.SEGM_CONFIDENCE.ENABLED", "True"),
+    ("MODEL.ROI_DENSEPOSE_HEAD.UV_CONFIDENCE.TYPE", "'gaussian'"),
+    ("MODEL.ROI_DENSEPOSE_HEAD.NAME", "DensePoseDeepLabHeadV2"),
     ("MODEL.BACKBONE.NAME", "build_resnet_backbone"),
     ("MODEL.FPN.NORM", "GN"),
     ("INPUT.FORMAT", "YUV"),
@@ -232,8 +308,8 @@ def test_unsupported_value_names_key_and_value(key, value):
 
 def test_unsupported_head_name_in_file(tmp_path):
     path = _write(tmp_path, "x.yaml",
-                  "MODEL:\n  ROI_DENSEPOSE_HEAD:\n    NAME: DensePoseDeepLabHead\n")
-    with pytest.raises(ConfigError, match="DensePoseDeepLabHead.*supported"):
+                  "MODEL:\n  ROI_DENSEPOSE_HEAD:\n    NAME: DensePoseChartHRNetHead\n")
+    with pytest.raises(ConfigError, match="DensePoseChartHRNetHead.*supported"):
         load_config(str(path))
 
 

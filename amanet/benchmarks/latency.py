@@ -186,7 +186,7 @@ def stage_breakdown(model, image: torch.Tensor, runs: int, precision: str = "fp3
             props = run("rpn", lambda: model.proposal_generator(feats, sizes)[0])
             dets = run("box_head", lambda: model.roi_heads.detect(feats, props, sizes))
             run("densepose", lambda: model.attach_densepose(feats, dets))
-            flat = flat_outputs(dets[0], model.family)
+            flat = flat_outputs(dets[0], list(model.densepose_channels()))
             run("postprocess", lambda: post._postprocess(flat, (h, w), (h, w)))
 
     times: Dict[str, List[float]] = {}

@@ -29,8 +29,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from .schema import (FAMILIES, FAMILY_AMANET, FAMILY_S1X, PRESETS, Config, family_of_head,
-                     preset)
+from .schema import (FAMILIES, FAMILY_AMANET, FAMILY_S1X, HEAD_FAMILIES, PRESETS, Config,
+                     family_of_head, preset)
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +289,13 @@ D2_TO_FIELD: Dict[str, FieldPath] = {
     _DP + "DECODER_NUM_CLASSES": ("densepose", "decoder_num_classes"),
     _DP + "DECODER_COMMON_STRIDE": ("densepose", "decoder_common_stride"),
     _DP + "DECODER_NORM": ("densepose", "decoder_norm"),
+    _DP + "DEEPLAB.NORM": ("densepose", "deeplab_norm"),
+    _DP + "DEEPLAB.NONLOCAL_ON": ("densepose", "deeplab_nonlocal_on"),
+    _DP + "UV_CONFIDENCE.ENABLED": ("densepose", "uv_confidence_enabled"),
+    _DP + "UV_CONFIDENCE.TYPE": ("densepose", "uv_confidence_type"),
+    _DP + "UV_CONFIDENCE.EPSILON": ("densepose", "uv_confidence_epsilon"),
+    _DP + "SEGM_CONFIDENCE.ENABLED": ("densepose", "segm_confidence_enabled"),
+    _DP + "SEGM_CONFIDENCE.EPSILON": ("densepose", "segm_confidence_epsilon"),
     _DP + "KPT_ON": ("densepose", "kpt_on"),
     "MODEL.KEYPOINT_ON": ("densepose", "kpt_on"),
     "MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS": ("densepose", "num_keypoints"),
@@ -391,14 +398,14 @@ SUPPORTED_VALUES: Dict[str, Tuple[Any, str]] = {
     "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": _one_of(False),
     "MODEL.ROI_BOX_HEAD.USE_FED_LOSS": _one_of(False),
     "MODEL.ROI_BOX_HEAD.POOLER_TYPE": _one_of(*_POOLERS),
-    _DP + "NAME": _one_of("DensePoseV1ConvXHead", "DensePoseAMAHead"),
+    _DP + "NAME": _one_of(*HEAD_FAMILIES),
     _DP + "POOLER_TYPE": _one_of(*_POOLERS),
     _DP + "PREDICTOR_NAME": _one_of(*(_S1X_PREDICTORS + _AMA_PREDICTORS)),
     _DP + "PREDICTOR": _one_of(*(_S1X_PREDICTORS + _AMA_PREDICTORS)),
     _DP + "NUM_COARSE_SEGM_CHANNELS": _one_of(2, 15),
     _DP + "DECODER_NORM": _one_of(""),
-    _DP + "UV_CONFIDENCE.ENABLED": _one_of(False),
-    _DP + "SEGM_CONFIDENCE.ENABLED": _one_of(False),
+    _DP + "UV_CONFIDENCE.TYPE": _one_of("iid_iso", "indep_aniso"),
+    _DP + "DEEPLAB.NORM": _one_of("GN", ""),
     _DP + "SEMSEG_ON": _one_of(False),
     _DP + "MID_ON": _one_of(False),
     _DP + "RCNN_HEAD_ON": _one_of(True),
@@ -631,12 +638,19 @@ def _finalize(cfg: Config) -> Config:
         if dp.predictor_name not in _S1X_PREDICTORS:
             raise ConfigError(f"{_DP}PREDICTOR_NAME={dp.predictor_name!r} is not supported with "
                               f"{dp.name}; supported: {', '.join(_S1X_PREDICTORS)}")
-        # With both confidences disabled (checked per key) the two chart predictors are the same.
-        dp.predictor_name = "DensePoseChartPredictor"
+        # Detectron2 builds the confidence layers from the UV_ / SEGM_CONFIDENCE switches
+        # whichever of the two predictor names is set: one spelling per model.
+        with_conf = dp.uv_confidence_enabled or dp.segm_confidence_enabled
+        dp.predictor_name = _S1X_PREDICTORS[1 if with_conf else 0]
         if dp.kpt_on:
             raise ConfigError(f"MODEL.KEYPOINT_ON / {_DP}KPT_ON=True is not supported with "
                               f"{dp.name} (keypoints exist only in the AMANet family)")
     else:
+        for key, on in (("UV_CONFIDENCE.ENABLED", dp.uv_confidence_enabled),
+                        ("SEGM_CONFIDENCE.ENABLED", dp.segm_confidence_enabled)):
+            if on:
+                raise ConfigError(f"{_DP}{key}=True is not supported with {dp.name}; "
+                                  "supported: False (confidences are Detectron2 chart outputs)")
         if dp.predictor_name not in _AMA_PREDICTORS:
             raise ConfigError(f"{_DP}PREDICTOR={dp.predictor_name!r} is not supported with "
                               f"{dp.name}; supported: {', '.join(_AMA_PREDICTORS)}")
@@ -733,6 +747,12 @@ def _load_chain(path: Path, stack: Tuple[Path, ...] = ()) -> Dict[str, Any]:
     base_path = Path(base_name).expanduser()
     if not base_path.is_absolute():
         base_path = path.parent / base_path
+    shipped = CONFIGS_DIR / base_name
+    if not base_path.exists() and Path(base_name).name == base_name and shipped.is_file():
+        # A zoo file copied out of projects/DensePose/configs without its base: the base
+        # Detectron2 ships is shipped here too.
+        logger.info("%s: _BASE_ %s not found beside it; using amanet's copy", path, base_name)
+        base_path = shipped
     base = _load_chain(base_path, stack + (path,))
     return _merge_into(base, data)
 
@@ -824,8 +844,8 @@ def load_config(path_or_preset: str, overrides: Optional[Sequence[str]] = ()) ->
                 head = dict(pairs)[HEAD_KEY]
                 flat.pop(HEAD_KEY, None)
             if head is None:
-                raise ConfigError(f"{HEAD_KEY} is not set; supported: DensePoseV1ConvXHead "
-                                  "(s1x), DensePoseAMAHead (amanet)")
+                raise ConfigError(f"{HEAD_KEY} is not set; supported: "
+                                  f"{', '.join(HEAD_FAMILIES)}")
             cfg = preset(_family_of(_decode(head, wants_str=True)))
             _apply_flat(cfg, flat)
         except ConfigError as exc:

@@ -10,7 +10,7 @@ import copy
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-FAMILY_S1X = "s1x"          # Detectron2 DensePose R_50_FPN_s1x (DensePoseV1ConvXHead)
+FAMILY_S1X = "s1x"          # Detectron2's DensePose chart models (V1ConvX / DeepLab heads)
 FAMILY_AMANET = "amanet"    # AMANet (DensePoseAMAHead + TaskTransformerAMAPredictorV2)
 FAMILIES = (FAMILY_S1X, FAMILY_AMANET)
 
@@ -99,7 +99,10 @@ class ROIHeadsConfig:
 class DensePoseConfig:
     """The DensePose branch (``MODEL.ROI_DENSEPOSE_HEAD.*``).
 
-    ``name`` selects the family: ``DensePoseV1ConvXHead`` (s1x) or ``DensePoseAMAHead`` (AMANet).
+    ``name`` selects the head and so the family: ``DensePoseV1ConvXHead`` and
+    ``DensePoseDeepLabHead`` are Detectron2's chart family (``s1x``), ``DensePoseAMAHead`` is
+    AMANet. Detectron2's confidence outputs are switched on by ``uv_confidence_*`` /
+    ``segm_confidence_*`` (its ``UV_CONFIDENCE`` / ``SEGM_CONFIDENCE`` groups).
     """
     name: str = "DensePoseV1ConvXHead"
     predictor_name: str = "DensePoseChartPredictor"
@@ -120,6 +123,15 @@ class DensePoseConfig:
     decoder_num_classes: int = 256
     decoder_common_stride: int = 4
     decoder_norm: str = ""
+    # DensePoseDeepLabHead (ROI_DENSEPOSE_HEAD.DEEPLAB.*)
+    deeplab_norm: str = "GN"
+    deeplab_nonlocal_on: int = 0            # Detectron2 spells this flag as an int
+    # Detectron2's confidence estimation (UV_CONFIDENCE.*, SEGM_CONFIDENCE.*)
+    uv_confidence_enabled: bool = False
+    uv_confidence_type: str = "iid_iso"     # iid_iso: sigma_2 | indep_aniso: + kappa_u, kappa_v
+    uv_confidence_epsilon: float = 0.01
+    segm_confidence_enabled: bool = False
+    segm_confidence_epsilon: float = 0.01
     # AMANet multi-path pooling: output size per FPN level p2..p5
     ama_pooler_resolutions: Tuple[int, ...] = (32, 16, 16, 8)
     ama_num_ann_index: int = 15           # the AMANet "S" output (coarse parts)
@@ -230,8 +242,69 @@ def amanet_config() -> Config:
     return cfg
 
 
+HEAD_V1CONVX = "DensePoseV1ConvXHead"
+HEAD_DEEPLAB = "DensePoseDeepLabHead"
+HEAD_AMA = "DensePoseAMAHead"
+#: ``ROI_DENSEPOSE_HEAD.NAME`` -> model family.
+HEAD_FAMILIES = {HEAD_V1CONVX: FAMILY_S1X, HEAD_DEEPLAB: FAMILY_S1X, HEAD_AMA: FAMILY_AMANET}
+
+
+def zoo_config(depth: int = 50, deeplab: bool = False, confidence: str = "",
+               legacy: bool = False) -> Config:
+    """One of Detectron2's DensePose chart model-zoo configs
+    (``projects/DensePose/configs/densepose_rcnn_R_{depth}_FPN[_DL][_WC1|_WC2|_WC1M|_WC2M]_s1x``,
+    ``..._s1x_legacy``), the values its YAML sets over ``Base-DensePose-RCNN-FPN``.
+
+    ``confidence``: ``""``, ``"WC1"`` (iid_iso UV confidence), ``"WC2"`` (indep_aniso), and
+    with an ``M`` suffix also the segmentation confidences."""
+    if confidence not in ("", "WC1", "WC2", "WC1M", "WC2M"):
+        raise ValueError(f"unknown confidence variant {confidence!r}")
+    if legacy and (deeplab or confidence):
+        raise ValueError("the legacy zoo configs have neither DeepLab head nor confidences")
+    cfg = s1x_config()
+    cfg.backbone.depth = depth
+    dp = cfg.densepose
+    if deeplab:
+        dp.name = HEAD_DEEPLAB
+    if confidence:
+        dp.uv_confidence_enabled = True
+        dp.uv_confidence_type = "iid_iso" if confidence.startswith("WC1") else "indep_aniso"
+        dp.segm_confidence_enabled = confidence.endswith("M")
+        dp.heatmap_loss_weights["point_regression"] = 0.0005
+        cfg.solver.clip_gradients = True
+        if confidence == "WC1" and not deeplab:
+            cfg.solver.warmup_factor = 0.025
+    if legacy:
+        dp.num_coarse_segm_channels = 15
+        dp.pooler_resolution = 14
+        dp.heatmap_size = 56
+        dp.decoder_on = False
+        dp.heatmap_loss_weights.update(index=2.0, part=0.3, point_regression=0.1)
+        cfg.solver.base_lr = 0.002
+    return cfg
+
+
+def zoo_name(depth: int, deeplab: bool, confidence: str, legacy: bool) -> str:
+    """The zoo config's file stem (``densepose_rcnn_R_101_FPN_DL_WC2M_s1x``)."""
+    parts = [f"densepose_rcnn_R_{depth}_FPN"] + (["DL"] if deeplab else []) + \
+        ([confidence] if confidence else []) + ["s1x"] + (["legacy"] if legacy else [])
+    return "_".join(parts)
+
+
+def _zoo_presets() -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for depth in (50, 101):
+        for deeplab in (False, True):
+            for conf in ("", "WC1", "WC2", "WC1M", "WC2M"):
+                out[zoo_name(depth, deeplab, conf, False)] = (
+                    lambda d=depth, dl=deeplab, c=conf: zoo_config(d, dl, c))
+        out[zoo_name(depth, False, "", True)] = lambda d=depth: zoo_config(d, legacy=True)
+    return out
+
+
+#: Every chart config of Detectron2's DensePose model zoo (22), AMANet, and the family names.
 PRESETS = {
-    "densepose_rcnn_R_50_FPN_s1x": s1x_config,
+    **_zoo_presets(),
     "densepose_AMA_R_50_FPN_s1x": amanet_config,
     FAMILY_S1X: s1x_config,
     FAMILY_AMANET: amanet_config,
@@ -248,12 +321,12 @@ def preset(name: str) -> Config:
 
 def family_of_head(head_name: str) -> str:
     """Map ``ROI_DENSEPOSE_HEAD.NAME`` to a model family."""
-    if head_name == "DensePoseV1ConvXHead":
-        return FAMILY_S1X
-    if head_name == "DensePoseAMAHead":
-        return FAMILY_AMANET
-    raise ValueError(f"MODEL.ROI_DENSEPOSE_HEAD.NAME={head_name!r} is not supported; "
-                     "supported: DensePoseV1ConvXHead (s1x), DensePoseAMAHead (AMANet)")
+    try:
+        return HEAD_FAMILIES[head_name]
+    except (KeyError, TypeError):
+        raise ValueError(f"MODEL.ROI_DENSEPOSE_HEAD.NAME={head_name!r} is not supported; "
+                         "supported: DensePoseV1ConvXHead, DensePoseDeepLabHead (Detectron2's "
+                         "chart family), DensePoseAMAHead (AMANet)") from None
 
 
 def list_field_names(obj: Any) -> List[str]:

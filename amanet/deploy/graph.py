@@ -14,8 +14,12 @@ Precision: the graph computes in the dtype of its conv weights (float32, or bflo
 reduced-precision TorchScript export: :func:`cast_compute_layers`); box decoding, NMS, level
 assignment and every output stay float32.
 Outputs (batch 1), boxes in the input image's coordinates:
-``boxes [D, 4]``, ``scores [D]``, ``classes [D]`` (int64), ``gate [D, 2, S, S]`` (s1x coarse
-segmentation / AMANet body mask logits), ``fine_segm [D, 25, S, S]``, ``u``, ``v``.
+``boxes [D, 4]``, ``scores [D]``, ``classes [D]`` (int64), then the DensePose branch's outputs
+(:class:`~amanet.modeling.densepose_branch.DensePoseBranch`, the module eager inference runs):
+``gate [D, K, S, S]`` (chart coarse segmentation / AMANet body mask logits; named ``gate`` in
+exports), ``fine_segm [D, 25, S, S]``, ``u``, ``v`` and the model's confidences (``sigma_2``,
+``kappa_u``, ``kappa_v`` ``[D, 25, S, S]``, ``fine_segm_confidence``,
+``coarse_segm_confidence`` ``[D, 1, S, S]``) under Detectron2's names.
 With ``max_detections = M > 0`` (TensorRT style) every output has ``M`` rows, padded with
 zeros, and a last output ``num_detections [1]`` (int64) says how many are real.
 """
@@ -27,12 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import FAMILY_AMANET, FAMILY_S1X
+from ..config import FAMILY_AMANET, FAMILY_S1X, Config
+from ..modeling.densepose_branch import DensePoseBranch, densepose_output_channels
 from ..modeling.model import DensePoseRCNN
-from ..modeling.poolers import aligned_flag
+from ..modeling.poolers import aligned_flag, pool_by_level
 from ..modeling.rpn import cell_anchors
 
-OUTPUT_NAMES = ["boxes", "scores", "classes", "gate", "fine_segm", "u", "v"]
+DETECTION_OUTPUTS = ["boxes", "scores", "classes"]
+#: The first DensePose output (coarse_segm / body_mask) keeps one name in every export.
+GATE_OUTPUT = "gate"
 
 
 def _nms(boxes: Tensor, scores: Tensor, iou: float) -> Tensor:
@@ -85,83 +92,24 @@ def _traced_topk_k(scores: Tensor, k: int) -> int:
     return torch.min(torch.cat([torch.tensor([k], dtype=n.dtype), n]))  # type: ignore[return-value]
 
 
-class DensePoseBranch(nn.Module):
-    """The DensePose part of the deploy graph: ``boxes [D, 4]`` -> ``(gate, fine_segm, u, v)``,
-    float32 whatever the compute dtype.
-
-    Scripted, zero boxes return empty outputs before any DensePose work (the s1x decoder runs
-    over the whole image otherwise). A module of its own so that the ONNX export can keep it
-    scripted inside the traced graph, where that early exit becomes an ONNX ``If``.
-    """
-    __constants__ = ["is_amanet", "has_decoder"]
-
-    def __init__(self, model: DensePoseRCNN):
-        super().__init__()
-        cfg = model.cfg
-        rh = model.roi_heads
-        dp = cfg.densepose
-        self.is_amanet = cfg.family == FAMILY_AMANET
-        self.densepose_head = rh.densepose_head
-        self.densepose_predictor = rh.densepose_predictor
-        if rh.decoder is not None:
-            self.decoder = rh.decoder
-            self.has_decoder = True
-        else:
-            self.decoder = nn.Identity()
-            self.has_decoder = False
-        self.dp_sampling = int(dp.pooler_sampling_ratio)
-        self.dp_aligned = aligned_flag(dp.pooler_type)
-        self.dp_res = int(dp.pooler_resolution)
-        self.ama_res = [int(s) for s in dp.ama_pooler_resolutions]
-        self.heatmap = int(dp.heatmap_size)
-        self.num_parts = int(dp.num_patches) + 1
-        self.gate_channels = int(model.densepose_channels()["body_mask" if self.is_amanet
-                                                           else "coarse_segm"])
-
-    def forward(self, feats: List[Tensor], boxes: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        if torch.jit.is_scripting() and boxes.shape[0] == 0:
-            # four distinct (empty) tensors: in ONNX an If branch must not return one value twice
-            n, s, p = boxes.shape[0], self.heatmap, self.num_parts
-            return (boxes.new_full((n, self.gate_channels, s, s), 0.0),
-                    boxes.new_full((n, p, s, s), 1.0), boxes.new_full((n, p, s, s), 2.0),
-                    boxes.new_full((n, p, s, s), 3.0))
-        rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
-        if self.is_amanet:
-            paths: List[Tensor] = []
-            for i, f in enumerate(feats[:4]):
-                paths.append(_roi_align(f, rois, self.ama_res[i], 1.0 / (4 * 2 ** i),
-                                        self.dp_sampling, self.dp_aligned))
-            head_out, _ = self.densepose_head(paths, False)
-            out = self.densepose_predictor(head_out)
-            return out["m"].float(), out["index_uv"].float(), out["u"].float(), out["v"].float()
-        x = feats[0]
-        if self.has_decoder:
-            x = self.decoder(feats[:4])
-        pooled = _roi_align(x, rois, self.dp_res, 0.25, self.dp_sampling, self.dp_aligned)
-        out = self.densepose_predictor(self.densepose_head(pooled))
-        return (out["coarse_segm"].float(), out["fine_segm"].float(), out["u"].float(),
-                out["v"].float())
-
-
 class DeployGraph(nn.Module):
     # Constants let TorchScript drop the other family's branches before compiling them.
-    __constants__ = ["is_amanet", "max_detections"]
+    __constants__ = ["max_detections"]
 
     def __init__(self, model: DensePoseRCNN, max_detections: int = 0):
         super().__init__()
         cfg = model.cfg
         if cfg.family not in (FAMILY_S1X, FAMILY_AMANET):
             raise ValueError(f"unknown family {cfg.family!r}")
-        self.is_amanet = cfg.family == FAMILY_AMANET
         self.backbone = model.backbone
         rpn = model.proposal_generator
         self.rpn_head = rpn.rpn_head
         rh = model.roi_heads
         self.box_head = rh.box_head
         self.box_predictor = rh.box_predictor
-        if self.is_amanet and not rh.densepose_predictor.folded:
+        if cfg.family == FAMILY_AMANET and not rh.densepose_predictor.folded:
             rh.fold()
-        self.densepose_branch = DensePoseBranch(model)
+        self.densepose_branch = DensePoseBranch(rh)
         self.register_buffer("pixel_mean", model.pixel_mean.clone(), persistent=False)
         self.register_buffer("pixel_std", model.pixel_std.clone(), persistent=False)
         self.size_divisibility = int(cfg.input.size_divisibility)
@@ -248,30 +196,10 @@ class DeployGraph(nn.Module):
         return (shifts[:, None, :] + self.cell_anchors[lvl][None, :, :]).reshape(-1, 4)
 
     def _pool_by_level(self, feats: List[Tensor], boxes: Tensor) -> Tensor:
-        """FPN level assignment (Detectron2's rule). Scripted: each RoI pooled from its level
-        only; traced (ONNX / TensorRT): every level pooled, then selected, which keeps the graph
-        free of data-dependent scatters at 4x the pooling work."""
+        """Box-head pooling: each RoI from its FPN level (Detectron2's rule)."""
         rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        level = torch.floor(4 + torch.log2(torch.sqrt(area) / 224 + 1e-8)).clamp(2, 5) - 2
-        if torch.jit.is_scripting():
-            out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1], self.box_res,
-                                      self.box_res))
-            for i, f in enumerate(feats[:4]):
-                inds = torch.nonzero(level == i).squeeze(1)
-                if inds.shape[0] > 0:
-                    out[inds] = _roi_align(f, rois[inds], self.box_res, 1.0 / (4 * 2 ** i),
-                                           self.box_sampling, self.box_aligned)
-            return out
-        out = torch.zeros(0)
-        for i, f in enumerate(feats[:4]):
-            pooled = _roi_align(f, rois, self.box_res, 1.0 / (4 * 2 ** i), self.box_sampling,
-                                self.box_aligned)
-            if i == 0:
-                out = pooled
-            else:
-                out = torch.where((level == i)[:, None, None, None], pooled, out)
-        return out
+        return pool_by_level(feats[:4], rois, self.box_res, [0.25, 0.125, 0.0625, 0.03125],
+                             self.box_sampling, self.box_aligned, 2, 5)
 
     def detect(self, feats: List[Tensor], proposals: Tensor, wh: Tensor
                ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -293,10 +221,10 @@ class DeployGraph(nn.Module):
         keep = _batched_nms(flat_boxes, flat_scores, classes, self.det_nms)[:self.det_topk]
         return flat_boxes[keep], flat_scores[keep], classes[keep]
 
-    def densepose(self, feats: List[Tensor], boxes: Tensor) -> Tuple[Tensor, Tensor, Tensor,
-                                                                       Tensor]:
-        """``(gate, fine_segm, u, v)`` for ``boxes [D, 4]`` (see :class:`DensePoseBranch`)."""
-        return self.densepose_branch(feats, boxes)
+    def densepose(self, feats: List[Tensor], boxes: Tensor) -> List[Tensor]:
+        """The DensePose outputs for ``boxes [D, 4]`` (see :class:`DensePoseBranch`)."""
+        rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
+        return self.densepose_branch(feats, rois)
 
     def forward(self, image: Tensor) -> List[Tensor]:
         hw = torch._shape_as_tensor(image)[1:].to(torch.float32)
@@ -307,8 +235,7 @@ class DeployGraph(nn.Module):
         boxes, scores, classes = self.detect(feats, proposals, wh)
         if self.max_detections > 0:
             return self._padded(feats, boxes, scores, classes)
-        gate, fine, u, v = self.densepose(feats, boxes)
-        return [boxes, scores, classes, gate, fine, u, v]
+        return [boxes, scores, classes] + self.densepose(feats, boxes)
 
     def _padded(self, feats: List[Tensor], boxes: Tensor, scores: Tensor, classes: Tensor
                 ) -> List[Tensor]:
@@ -324,8 +251,8 @@ class DeployGraph(nn.Module):
         scores_p = torch.cat([scores, pad[:, 0]]).index_select(0, rows)
         classes_p = torch.cat([classes, torch.zeros((m,), dtype=classes.dtype,
                                                     device=classes.device)]).index_select(0, rows)
-        gate, fine, u, v = self.densepose(feats, boxes_p)
-        return [boxes_p, scores_p, classes_p, gate, fine, u, v, torch.clamp(n, max=m)]
+        return [boxes_p, scores_p, classes_p] + self.densepose(feats, boxes_p) + \
+            [torch.clamp(n, max=m)]
 
 
 COMPUTE_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
@@ -350,6 +277,9 @@ def _per_level(values, levels: int):
     return values * levels if len(values) == 1 else values
 
 
-def output_names(max_detections: int) -> List[str]:
-    return OUTPUT_NAMES + (["num_detections"] if max_detections > 0 else [])
+def output_names(cfg: Config, max_detections: int = 0) -> List[str]:
+    """The graph's outputs, in order, for a model of config ``cfg``."""
+    densepose = list(densepose_output_channels(cfg))
+    return DETECTION_OUTPUTS + [GATE_OUTPUT] + densepose[1:] + \
+        (["num_detections"] if max_detections > 0 else [])
 

@@ -50,7 +50,7 @@ def export_onnx(model: DensePoseRCNN, path: Union[str, Path], opset: int = MIN_O
     if scripted_branch:
         graph.densepose_branch = torch.jit.script(graph.densepose_branch)
     example = torch.rand(3, int(example_hw[0]), int(example_hw[1])) * 255
-    names = output_names(max_detections)
+    names = output_names(model.cfg, max_detections)
     dynamic: Dict[str, Dict[int, str]] = {}
     if not static_hw:
         dynamic["image"] = {1: "height", 2: "width"}

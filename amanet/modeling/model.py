@@ -13,6 +13,7 @@ from torch import nn
 
 from ..config import Config
 from .backbone import FPN
+from .densepose_branch import densepose_output_channels
 from .roi_heads import DensePoseROIHeads
 from .rpn import RPN
 
@@ -98,13 +99,8 @@ class DensePoseRCNN(nn.Module):
             start += n
 
     def densepose_channels(self) -> Dict[str, int]:
-        """Channels of each DensePose output of this family."""
-        dp = self.cfg.densepose
-        n = dp.num_patches + 1
-        if self.family == "s1x":
-            return {"coarse_segm": dp.num_coarse_segm_channels, "fine_segm": n, "u": n, "v": n}
-        return {"fine_segm": n, "u": n, "v": n, "ann_index": dp.ama_num_ann_index,
-                "body_mask": 2}
+        """Channels of each DensePose output of this model, in the branch's order."""
+        return densepose_output_channels(self.cfg)
 
     def empty_densepose(self, device: Optional[torch.device] = None) -> Dict[str, torch.Tensor]:
         s = self.cfg.densepose.heatmap_size

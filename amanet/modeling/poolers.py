@@ -50,6 +50,36 @@ def assign_levels(rois: torch.Tensor, min_level: int, max_level: int,
     return (torch.clamp(levels, min=min_level, max=max_level) - min_level).to(torch.int64)
 
 
+def pool_by_level(features: List[torch.Tensor], rois: torch.Tensor, output_size: int,
+                  scales: List[float], sampling_ratio: int, aligned: bool, min_level: int,
+                  max_level: int) -> torch.Tensor:
+    """ROIAlign of each RoI ``[R, 5]`` from its FPN level (Detectron2's assignment rule):
+    ``-> [R, C, S, S]`` in input order; one feature map: no assignment.
+
+    Eager and scripted, each RoI is pooled from its own level only; traced (ONNX / TensorRT)
+    every level is pooled and the RoI's level selected, which keeps the graph free of
+    data-dependent scatters at L x the pooling work.
+    """
+    s = int(output_size)
+    if len(features) == 1:
+        return roi_align(features[0], rois, [s, s], scales[0], sampling_ratio, aligned)
+    levels = assign_levels(rois, min_level, max_level)
+    if torch.jit.is_scripting() or not torch.jit.is_tracing():
+        out = features[0].new_zeros((rois.shape[0], features[0].shape[1], s, s))
+        for lvl, feat in enumerate(features):
+            inds = torch.nonzero(levels == lvl).squeeze(1)
+            if inds.numel() > 0:
+                out[inds] = roi_align(feat, rois[inds], [s, s], scales[lvl], sampling_ratio,
+                                      aligned)
+        return out
+    out = torch.zeros(0)
+    for lvl, feat in enumerate(features):
+        pooled = roi_align(feat, rois, [s, s], scales[lvl], sampling_ratio, aligned)
+        out = pooled if lvl == 0 else torch.where((levels == lvl)[:, None, None, None], pooled,
+                                                   out)
+    return out
+
+
 class ROIPooler(nn.Module):
     """ROIAlign from one of several FPN levels per RoI: ``-> [R, C, S, S]`` in input order."""
 
@@ -64,21 +94,12 @@ class ROIPooler(nn.Module):
         self.max_level = int(round(-math.log2(self.scales[-1])))
 
     def forward(self, features: List[torch.Tensor], boxes: List[torch.Tensor]) -> torch.Tensor:
-        rois = rois_like(boxes, features[0])
-        c = features[0].shape[1]
-        s = self.output_size
-        if len(features) == 1:
-            return roi_align(features[0], rois, (s, s), self.scales[0], self.sampling_ratio,
-                             self.aligned)
-        levels = assign_levels(rois, self.min_level, self.max_level)
-        out = features[0].new_zeros((rois.shape[0], c, s, s))
-        for lvl, (feat, scale) in enumerate(zip(features, self.scales)):
-            inds = torch.nonzero(levels == lvl).squeeze(1)
-            if inds.numel() == 0:
-                continue
-            out[inds] = roi_align(feat, rois[inds], (s, s), scale, self.sampling_ratio,
-                                  self.aligned)
-        return out
+        return self.forward_rois(features, rois_like(boxes, features[0]))
+
+    def forward_rois(self, features: List[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """Pooling of ``[R, 5]`` rois (batch index first)."""
+        return pool_by_level(features, rois, self.output_size, self.scales, self.sampling_ratio,
+                             self.aligned, self.min_level, self.max_level)
 
 
 class MultiPathPooler(nn.Module):
@@ -99,6 +120,14 @@ class MultiPathPooler(nn.Module):
 
     def forward(self, features: List[torch.Tensor], boxes: List[torch.Tensor]
                 ) -> List[torch.Tensor]:
-        rois = rois_like(boxes, features[0])
-        return [roi_align(f, rois, (s, s), scale, self.sampling_ratio, self.aligned)
-                for f, s, scale in zip(features, self.output_sizes, self.scales)]
+        return self.forward_rois(features, rois_like(boxes, features[0]))
+
+    def forward_rois(self, features: List[torch.Tensor], rois: torch.Tensor
+                     ) -> List[torch.Tensor]:
+        """Pooling of ``[R, 5]`` rois (batch index first): one map per path."""
+        out: List[torch.Tensor] = []
+        for i, feat in enumerate(features):
+            s = self.output_sizes[i]
+            out.append(roi_align(feat, rois, [s, s], self.scales[i], self.sampling_ratio,
+                                 self.aligned))
+        return out

@@ -13,7 +13,7 @@ All functions take and return torch tensors (CPU or not); no per-pixel Python lo
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -141,3 +141,20 @@ def paste_iuv(charts: Sequence[Tensor], boxes_xywh_int: Sequence[Sequence[int]],
         write = (src[0] > 0) & (dst[0] == 0)
         dst.copy_(torch.where(write[None], src.to(device), dst))
     return canvas
+
+
+def chart_confidences(confidences: Dict[str, Tensor], labels: Tensor,
+                      box_xywh: BoxLike) -> Dict[str, Tensor]:
+    """Detectron2's ``resample_confidences_to_bbox`` for one RoI: each ``[C, S, S]`` confidence
+    resized like U/V to the box's ``(h, w)``; a part-wise one (C = number of parts) is read
+    from each pixel's part channel (0 on background), a single-channel one (segmentation
+    confidences) is taken whole. ``labels``: the chart's ``[h, w]`` part labels."""
+    w, h = _box_size(box_xywh)
+    out: Dict[str, Tensor] = {}
+    for name, conf in confidences.items():
+        resized = _resize(conf.float(), h, w)
+        if resized.shape[0] == 1:
+            out[name] = resized[0]
+        else:
+            out[name] = _at_label(resized, labels.to(resized.device).long())
+    return out

@@ -3,10 +3,13 @@
 Module names reproduce Detectron2's keys under ``roi_heads.``: ``box_head``, ``box_predictor``,
 ``decoder`` (s1x), ``densepose_head``, ``densepose_predictor``.
 
-DensePose outputs are dicts of ``[D, C, S, S]`` tensors with family-independent names where the
-meaning is shared: ``fine_segm`` (25-channel I logits), ``u``, ``v`` (25 channels), plus
-``coarse_segm`` (s1x, 2 channels: background/foreground) or ``ann_index`` (AMANet, 15 coarse
-parts) and ``body_mask`` (AMANet, 2 channels).
+DensePose outputs are dicts of ``[D, C, S, S]`` tensors under Detectron2's field names:
+``fine_segm`` (25-channel I logits), ``u``, ``v`` (25 channels), plus ``coarse_segm`` (chart
+family: 2 channels background/foreground, 15 coarse parts for the legacy head) and the
+confidences the config enables (``sigma_2``, ``kappa_u``, ``kappa_v``,
+``fine_segm_confidence``, ``coarse_segm_confidence``), or AMANet's ``body_mask`` (2 channels).
+Inference runs :class:`~amanet.modeling.densepose_branch.DensePoseBranch`, the module the
+exports run too.
 """
 from __future__ import annotations
 
@@ -16,11 +19,14 @@ import torch
 from torch import nn
 
 from ..config import FAMILY_AMANET, FAMILY_S1X, Config
+from ..config.schema import HEAD_DEEPLAB
 from .box_head import FastRCNNFCHead, FastRCNNPredictor, select_detections
+from .densepose_branch import DensePoseBranch
 from .heads.ama import AMAHead
 from .heads.decoder import Decoder
+from .heads.deeplab import DeepLabHead
 from .heads.v1convx import V1ConvXHead
-from .poolers import MultiPathPooler, ROIPooler
+from .poolers import MultiPathPooler, ROIPooler, rois_like
 from .predictors.ama import AMAPredictor
 from .predictors.chart import ChartPredictor
 
@@ -55,7 +61,8 @@ class DensePoseROIHeads(nn.Module):
                 dp_in = in_channels
             self.densepose_pooler = ROIPooler(dp.pooler_resolution, dp_scales,
                                               dp.pooler_sampling_ratio, dp.pooler_type)
-            self.densepose_head = V1ConvXHead(dp, dp_in)
+            head = DeepLabHead if dp.name == HEAD_DEEPLAB else V1ConvXHead
+            self.densepose_head = head(dp, dp_in)
             self.densepose_predictor = ChartPredictor(dp, self.densepose_head.out_channels)
         elif cfg.family == FAMILY_AMANET:
             self.decoder = None
@@ -110,19 +117,35 @@ class DensePoseROIHeads(nn.Module):
             feats = [self.decoder(feats)]
         return self.densepose_pooler(feats, boxes)
 
+    @property
+    def branch(self) -> DensePoseBranch:
+        """The inference branch over this module's pooler, head and predictor. Built on first
+        use and kept out of the module tree, so the state dict has each weight once."""
+        branch = self.__dict__.get("_branch")
+        if branch is None:
+            branch = DensePoseBranch(self)
+            self.__dict__["_branch"] = branch
+        return branch
+
     def densepose(self, features: Dict[str, torch.Tensor], boxes: List[torch.Tensor],
                   unfolded: bool = False) -> DensePoseOutputs:
-        """DensePose outputs for ``boxes`` (per image ``[D_i, 4]``, input coordinates)."""
-        pooled = self.densepose_features(features, boxes)
-        # float32 outputs whatever the compute precision (post-processing is float32)
-        return {k: v.float() for k, v in self.densepose_from_pooled(pooled, unfolded).items()}
+        """DensePose outputs for ``boxes`` (per image ``[D_i, 4]``, input coordinates), float32
+        whatever the compute precision (post-processing is float32). ``unfolded``: AMANet's
+        fine-I through the task transformer instead of the folded conv (a check, not a mode)."""
+        if unfolded or (self.family == FAMILY_AMANET and not self.densepose_predictor.folded):
+            pooled = self.densepose_features(features, boxes)
+            return {k: v.float() for k, v in self.densepose_from_pooled(pooled, unfolded).items()}
+        feats = [features[f] for f in self.in_features]
+        rois = rois_like(boxes, feats[0])
+        outs = self.branch(feats, rois)
+        return dict(zip(self.branch.output_names, outs))
 
     def densepose_from_pooled(self, pooled, unfolded: bool = False) -> DensePoseOutputs:
         if self.family == FAMILY_S1X:
-            return self.densepose_predictor(self.densepose_head(pooled))
+            out = self.densepose_predictor(self.densepose_head(pooled))
+            return {k: out[k] for k in self.branch.output_names}
         head_out, _ = self.densepose_head(list(pooled), return_stages=False)  # stages: training only
         folded = self.densepose_predictor.folded and not unfolded
         bbox_params = None if folded else self.bbox_params()
         out = self.densepose_predictor(head_out, bbox_params=bbox_params, use_folded=not unfolded)
-        return {"fine_segm": out["index_uv"], "u": out["u"], "v": out["v"],
-                "ann_index": out["ann_index"], "body_mask": out["m"]}
+        return {"body_mask": out["m"], "fine_segm": out["index_uv"], "u": out["u"], "v": out["v"]}

@@ -63,7 +63,7 @@ def smoke_init_(model: nn.Module, seed: int = 0) -> nn.Module:
         if not t.is_floating_point():
             continue
         shape = tuple(t.shape)
-        if ".norm." in name:
+        if ".norm." in name or (len(shape) == 1 and name.endswith("weight")):  # FrozenBN / GN
             if name.endswith(("weight", "running_var")):
                 new = torch.rand(shape, generator=g) * 0.4 + 0.8
             else:

@@ -2,7 +2,7 @@
 OpenVINO and TensorRT.
 
 Every backend runs one resized image ``[3, H, W]`` (float32, 0..255, the model's channel order)
-and returns the graph outputs named in :data:`amanet.deploy.graph.OUTPUT_NAMES` (boxes in the
+and returns the graph outputs named by :func:`amanet.deploy.graph.output_names` (boxes in the
 resized image's coordinates), plus ``num_detections`` for fixed-size (TensorRT-style) exports,
 already sliced to the real detections.
 """
@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from ..config import FAMILY_S1X, Config
+from ..config import Config
 from ..errors import AmanetError
 from .precision import PrecisionError, autocast, check_precision
 
@@ -53,15 +53,18 @@ class EagerBackend:
     def __call__(self, image: torch.Tensor) -> Outputs:
         with torch.no_grad(), autocast(self.precision, self.device):
             det = self.model([image.to(self.device)])[0]
-        return flat_outputs(det, self.model.family)
+        return flat_outputs(det, list(self.model.densepose_channels()))
 
 
-def flat_outputs(det: Dict[str, Any], family: str) -> Outputs:
-    """The model's per-image result dict in the flat form every backend returns."""
+def flat_outputs(det: Dict[str, Any], densepose_names: List[str]) -> Outputs:
+    """The model's per-image result dict in the flat form every backend returns: the first
+    DensePose output (the foreground gate) is called ``gate``, as in the exports."""
+    from ..deploy.graph import GATE_OUTPUT
     dp = det["densepose"]
-    gate = dp["coarse_segm"] if family == FAMILY_S1X else dp["body_mask"]
-    return {"boxes": det["boxes"], "scores": det["scores"], "classes": det["classes"],
-            "gate": gate, "fine_segm": dp["fine_segm"], "u": dp["u"], "v": dp["v"]}
+    out = {"boxes": det["boxes"], "scores": det["scores"], "classes": det["classes"],
+           GATE_OUTPUT: dp[densepose_names[0]]}
+    out.update({n: dp[n] for n in densepose_names[1:]})
+    return out
 
 
 class TorchScriptBackend:

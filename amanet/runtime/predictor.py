@@ -8,13 +8,16 @@ import numpy as np
 import torch
 
 from ..checkpoint import config_of_checkpoint, load_weights
-from ..config import FAMILY_AMANET, FAMILY_S1X, Config, load_config, merge_overrides
+from ..config import Config, load_config, merge_overrides
 from ..data.image_io import ImageLike, as_bgr_uint8
 from ..data.transforms import resize_shortest_edge
+from ..deploy.graph import GATE_OUTPUT
 from ..modeling import postprocess as pp
 from ..modeling.box_ops import clip_boxes, nonempty
+from ..modeling.densepose_branch import densepose_output_channels
 from ..modeling.inference_prep import prepare_for_inference
 from ..modeling.model import build_model
+from ..modeling.predictors.chart import CONFIDENCE_FIELDS
 from ..modeling.smoke_init import smoke_init_
 from ..ops.iuv_paste import iuv_paste, mode_for_family
 from .backends import (BACKENDS, EagerBackend, OnnxRuntimeBackend, OpenVINOBackend,
@@ -62,9 +65,6 @@ def _load_backend(name: str, path: str, device: torch.device, precision: Optiona
     if name == "onnxruntime":
         return OnnxRuntimeBackend(path, threads=threads or 0), "fp32"
     return TensorRTBackend(path), "fp32"
-
-
-GATE_KEY = {FAMILY_S1X: "coarse_segm", FAMILY_AMANET: "body_mask"}
 
 
 class Predictor:
@@ -193,9 +193,10 @@ class Predictor:
         boxes = boxes[keep]
         scores = det["scores"][keep]
         classes = det["classes"][keep]
-        gate_key = GATE_KEY[self.family]
-        dp = {"fine_segm": det["fine_segm"][keep], "u": det["u"][keep], "v": det["v"][keep],
-              gate_key: det["gate"][keep]}
+        names = list(densepose_output_channels(self.cfg))
+        gate_key = names[0]
+        dp = {gate_key: det[GATE_OUTPUT][keep]}
+        dp.update({n: det[n][keep] for n in names[1:]})
 
         xywh = pp.xyxy_to_xywh_int(boxes)
         # One fused call (amanet::iuv_paste) for all charts and the whole-image IUV.
@@ -205,6 +206,13 @@ class Predictor:
                                 whole_image=self.whole_image_iuv)
         if iuv is not None:
             iuv = iuv.cpu().numpy()
+        conf_names = [n for n in names if n in CONFIDENCE_FIELDS]
+        chart_confidences = []
+        if conf_names:
+            chart_confidences = [
+                {k: c.cpu().numpy() for k, c in pp.chart_confidences(
+                    {n: dp[n][i] for n in conf_names}, charts[i][0], xywh[i]).items()}
+                for i in range(len(charts))]
         return Prediction(
             image_size=(h0, w0),
             boxes=boxes.cpu().numpy().astype(np.float32),
@@ -213,6 +221,7 @@ class Predictor:
             densepose={k: v.cpu().numpy() for k, v in dp.items()},
             charts=[c.cpu().numpy() for c in charts],
             chart_boxes=xywh.cpu().numpy().astype(np.int64).reshape(-1, 4),
+            chart_confidences=chart_confidences,
             iuv=iuv,
         )
 

@@ -15,10 +15,15 @@ class Prediction:
     """Everything the model says about one image, in original-image coordinates.
 
     - ``boxes``: float32 ``[D, 4]`` XYXY; ``scores``: float32 ``[D]``; ``classes``: int64 ``[D]``.
-    - ``densepose``: raw per-RoI outputs, float32 ``[D, C, S, S]`` per key (``fine_segm``,
-      ``u``, ``v``, and ``coarse_segm`` or ``ann_index``/``body_mask``).
+    - ``densepose``: raw per-RoI outputs, float32 ``[D, C, S, S]`` per key under Detectron2's
+      field names: ``coarse_segm`` (AMANet: ``body_mask``), ``fine_segm``, ``u``, ``v`` and the
+      model's confidences (``sigma_2``, ``kappa_u``, ``kappa_v``, ``fine_segm_confidence``,
+      ``coarse_segm_confidence``).
     - ``charts``: per person uint8 ``[3, h, w]`` = (I 0..24, U 0..255, V 0..255), placed at
       ``chart_boxes[i]`` = int ``(x, y, w, h)``.
+    - ``chart_confidences``: per person (models with confidences only) a dict of float32
+      ``[h, w]`` maps: each confidence resampled like U/V and read at the pixel's part
+      (Detectron2's ``ToChartResultConverterWithConfidences``).
     - ``iuv``: optional whole-image uint8 ``[3, H, W]`` (higher score wins where people overlap).
     """
     image_size: tuple
@@ -28,6 +33,7 @@ class Prediction:
     densepose: Dict[str, np.ndarray] = field(default_factory=dict)
     charts: List[np.ndarray] = field(default_factory=list)
     chart_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+    chart_confidences: List[Dict[str, np.ndarray]] = field(default_factory=list)
     iuv: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
