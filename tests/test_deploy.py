@@ -1,5 +1,7 @@
-"""TorchScript and ONNX exports of both families match eager PyTorch (ONNX in ONNX Runtime and
-in OpenVINO); zero detections work."""
+"""TorchScript and ONNX exports of every family and head kind match eager PyTorch (ONNX in ONNX
+Runtime and in OpenVINO); zero detections work. Head kinds: V1ConvX + decoder (s1x), AMANet,
+DeepLab head with every confidence output (DL_WC2M), legacy (no decoder, FPN-level pooling,
+15 coarse channels, 56x56)."""
 from __future__ import annotations
 
 import subprocess
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 from amanet.config import load_config
-from amanet.deploy.graph import DeployGraph
+from amanet.deploy.graph import DeployGraph, output_names
 from amanet.modeling.model import build_model
 from amanet.modeling.smoke_init import smoke_init_
 from amanet.ops.library import load_library
@@ -39,17 +41,24 @@ def image(h, w, seed=0):
     return torch.rand(3, h, w, generator=g) * 255
 
 
-@pytest.fixture(scope="module", params=["s1x", "amanet"])
+DL_WC2M = "densepose_rcnn_R_50_FPN_DL_WC2M_s1x"
+LEGACY = "densepose_rcnn_R_50_FPN_s1x_legacy"
+#: preset -> (has a decoder, number of graph outputs), literal
+KINDS = {"s1x": (True, 7), "amanet": (False, 7), DL_WC2M: (True, 12), LEGACY: (False, 7)}
+
+
+@pytest.fixture(scope="module", params=list(KINDS))
 def exported(request, tmp_path_factory):
     from amanet.deploy.onnx import export_onnx
     from amanet.deploy.torchscript import export_torchscript
 
-    family = request.param
-    model = make_model(family)
-    d = tmp_path_factory.mktemp(f"export_{family}")
+    preset = request.param
+    model = make_model(preset)
+    d = tmp_path_factory.mktemp(f"export_{preset}")
     ts = export_torchscript(model, d / "model.ts")
     ox = export_onnx(model, d / "model.onnx", example_hw=(160, 224))
-    return {"family": family, "model": model, "ts": str(ts), "onnx": str(ox), "dir": d}
+    return {"preset": preset, "family": model.cfg.family, "model": model, "ts": str(ts),
+            "onnx": str(ox), "dir": d}
 
 
 def pair_and_compare(ref, out, box_atol=0.05, score_atol=1e-4, rel=1e-3):
@@ -63,7 +72,8 @@ def pair_and_compare(ref, out, box_atol=0.05, score_atol=1e-4, rel=1e-3):
     assert sorted(match.tolist()) == list(range(n))
     torch.testing.assert_close(out["boxes"][match], ref["boxes"], atol=box_atol, rtol=0)
     torch.testing.assert_close(out["scores"][match], ref["scores"], atol=score_atol, rtol=0)
-    for key in ("gate", "fine_segm", "u", "v"):
+    assert sorted(out) == sorted(ref)
+    for key in [k for k in ref if k not in ("boxes", "scores", "classes")]:
         a, b = ref[key], out[key][match]
         scale = a.abs().max().clamp(min=1e-6)
         assert ((a - b).abs().max() / scale) <= rel, key
@@ -85,7 +95,7 @@ def test_zero_detections_in_every_backend(exported, tmp_path):
     from amanet.deploy.onnx import export_onnx
     from amanet.deploy.torchscript import export_torchscript
 
-    model = make_model(exported["family"], score_thresh="1.0")
+    model = make_model(exported["preset"], score_thresh="1.0")
     ts = export_torchscript(model, tmp_path / "zero.ts")
     ox = export_onnx(model, tmp_path / "zero.onnx", example_hw=(128, 160))
     img = image(160, 192)
@@ -98,8 +108,10 @@ def test_zero_detections_in_every_backend(exported, tmp_path):
                     OpenVINOBackend(str(ox), "bf16", threads=2)):
         out = backend(img)
         assert out["boxes"].shape == (0, 4), backend.name
-        assert out["fine_segm"].shape == (0, 25, s, s), backend.name
-        assert out["gate"].shape == (0, 2, s, s), backend.name
+        channels = list(model.densepose_channels().values())
+        assert list(out) == output_names(model.cfg), backend.name
+        for key, c in zip(output_names(model.cfg)[3:], channels):
+            assert out[key].shape == (0, c, s, s), (backend.name, key)
 
 
 def test_onnx_uses_standard_ops_only(exported):
@@ -108,9 +120,9 @@ def test_onnx_uses_standard_ops_only(exported):
     ops = op_types(exported["onnx"])
     assert all("::" not in op for op in ops), ops
     assert "RoiAlign" in ops and "NonMaxSuppression" in ops
-    # s1x: zero detections skip the DensePose branch (and its whole-image decoder) through an
-    # If; AMANet's branch costs nothing without boxes and stays plain
-    assert ("If" in ops) == (exported["family"] == "s1x")
+    # with a decoder, zero detections skip the DensePose branch (and its whole-image decoder)
+    # through an If; without one the branch costs nothing without boxes and stays plain
+    assert ("If" in ops) == KINDS[exported["preset"]][0]
     meta = read_metadata(exported["onnx"])
     assert meta["family"] == exported["family"]
 
@@ -136,7 +148,7 @@ def test_torchscript_loads_without_python_model_code_or_torchvision(exported):
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.startswith("7 ")
+    assert res.stdout.startswith(f"{KINDS[exported['preset']][1]} ")
 
 
 def test_graph_eager_equals_model_exactly(exported):
@@ -145,7 +157,9 @@ def test_graph_eager_equals_model_exactly(exported):
     with torch.no_grad():
         ref = EagerBackend(exported["model"], torch.device("cpu"))(img)
         out = graph(img)
-    for key, t in zip(["boxes", "scores", "classes", "gate", "fine_segm", "u", "v"], out):
+    names = output_names(exported["model"].cfg)
+    assert len(out) == len(names) == KINDS[exported["preset"]][1] == len(ref)
+    for key, t in zip(names, out):
         assert torch.equal(ref[key], t), key
 
 
@@ -162,7 +176,7 @@ def test_predictor_over_every_backend_gives_the_same_people(exported):
     from amanet.assets import PHOTO
     from amanet.runtime import Predictor
 
-    eager = Predictor(exported["family"], overrides=overrides())(str(PHOTO))
+    eager = Predictor(exported["preset"], overrides=overrides())(str(PHOTO))
     assert len(eager) == DETS
     for path, backend in ((exported["ts"], None), (exported["onnx"], None),
                           (exported["onnx"], "openvino")):
@@ -175,3 +189,10 @@ def test_predictor_over_every_backend_gives_the_same_people(exported):
         assert same >= 0.995, f"{path}: {same:.4f} of IUV labels equal"
         for i, j in enumerate(match):
             assert pred.charts[j].shape == eager.charts[i].shape
+        assert sorted(pred.densepose) == sorted(eager.densepose)
+        assert len(pred.chart_confidences) == len(eager.chart_confidences)
+        for i, j in enumerate(match[:len(eager.chart_confidences)]):
+            for name, conf in eager.chart_confidences[i].items():
+                agree = pred.charts[j][0] == eager.charts[i][0]
+                np.testing.assert_allclose(pred.chart_confidences[j][name][agree], conf[agree],
+                                           rtol=1e-3, atol=1e-3, err_msg=name)

@@ -42,13 +42,14 @@ def export_onnx(model: DensePoseRCNN, path: Union[str, Path], opset: int = MIN_O
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = DeployGraph(model.eval(), max_detections).eval()
-    # With a decoder (s1x), the DensePose branch runs it over the whole image even for zero
-    # boxes; scripted inside the trace, the branch keeps its zero-box early exit as an ONNX If.
-    # Without one (AMANet) zero boxes cost nothing already, and the padded, static-shape
-    # TensorRT graph never has zero boxes: both keep plain traced ops.
+    # With a decoder, the DensePose branch would run it over the whole image even for zero
+    # boxes; its guard, scripted inside the trace, skips it through an ONNX If. Without one
+    # zero boxes cost nothing already, and the padded, static-shape TensorRT graph never has
+    # zero boxes: both keep plain traced ops.
     scripted_branch = max_detections <= 0 and graph.densepose_branch.has_decoder
     if scripted_branch:
-        graph.densepose_branch = torch.jit.script(graph.densepose_branch)
+        branch = graph.densepose_branch
+        branch.decoder = torch.jit.script(branch.decoder)
     example = torch.rand(3, int(example_hw[0]), int(example_hw[1])) * 255
     names = output_names(model.cfg, max_detections)
     dynamic: Dict[str, Dict[int, str]] = {}

@@ -1,10 +1,11 @@
 """The DensePose branch at inference: FPN features + RoIs -> every raw per-RoI output.
 
 One scriptable module serves eager inference (:meth:`DensePoseROIHeads.densepose`), the
-TorchScript export (and so the C++ Predictor) and the ONNX export (scripted inside the trace,
-where its zero-RoI early exit becomes an ONNX ``If``). A family is described by its parts:
+TorchScript export (and so the C++ Predictor) and the ONNX export (traced; its decoder guard
+scripted inside the trace, an ONNX ``If``). A family is described by its parts:
 
-- **pooling**: ``decoder`` (Detectron2 ``DECODER_ON``: the decoder's stride-4 map, one level),
+- **pooling**: ``decoder`` (Detectron2 ``DECODER_ON``: the decoder's stride-4 map, one level;
+  :class:`GuardedDecoder` skips it when there is nothing to pool),
   ``levels`` (FPN level assignment, e.g. the legacy chart head) or ``paths`` (AMANet: every RoI
   from every level);
 - **head** and **predictor** modules (``roi_heads.densepose_head`` / ``densepose_predictor``);
@@ -39,6 +40,26 @@ def densepose_output_channels(cfg: Config) -> Dict[str, int]:
     return out
 
 
+class GuardedDecoder(nn.Module):
+    """The decoder, skipped (zeros of its output shape) when there are no RoIs to pool from
+    it: scripted inside a traced ONNX graph this is an ``If`` with one rank-4 output, which
+    every runtime (OpenVINO included) accepts."""
+
+    __constants__ = ["channels"]
+
+    def __init__(self, decoder: nn.Module, channels: int):
+        super().__init__()
+        self.decoder = decoder
+        self.channels = int(channels)
+
+    def forward(self, features: List[Tensor], rois: Tensor) -> Tensor:
+        if torch.jit.is_scripting() or not torch.jit.is_tracing():
+            if rois.shape[0] == 0:
+                p2 = features[0]
+                return p2.new_zeros((p2.shape[0], self.channels, p2.shape[2], p2.shape[3]))
+        return self.decoder(features[:4])
+
+
 class DensePoseBranch(nn.Module):
     """``features`` (p2..p5 ``[B, C, H_l, W_l]``) and ``rois [R, 5]`` (batch index, XYXY in
     input pixels) -> float32 ``[R, C_k, S, S]`` per name of :attr:`output_names`, whatever the
@@ -60,7 +81,8 @@ class DensePoseBranch(nn.Module):
             self.predictor_keys = list(roi_heads.densepose_predictor.output_names)
         assert [_AMA_FIELDS.get(k, k) if self.pool_paths else k
                 for k in self.predictor_keys] == self.output_names
-        self.decoder = roi_heads.decoder if self.has_decoder else nn.Identity()
+        self.decoder = GuardedDecoder(roi_heads.decoder, cfg.densepose.decoder_num_classes) \
+            if self.has_decoder else nn.Identity()
         self.pooler = roi_heads.densepose_pooler
         self.densepose_head = roi_heads.densepose_head
         self.densepose_predictor = roi_heads.densepose_predictor
@@ -87,7 +109,7 @@ class DensePoseBranch(nn.Module):
             out = self.densepose_predictor(head_out)
         else:
             if self.has_decoder:
-                pooled = self.pooler.forward_rois([self.decoder(features[:4])], rois)
+                pooled = self.pooler.forward_rois([self.decoder(features, rois)], rois)
             else:
                 pooled = self.pooler.forward_rois(features[:4], rois)
             out = self.densepose_predictor(self.densepose_head(pooled))

@@ -21,10 +21,26 @@ ASPP_RATES = (6, 12, 56)
 GN_GROUPS = 32
 
 
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` whose traced (ONNX) form has no ``-1`` in its reshapes: the exporter's
+    ``Reshape(x, [N, G, -1])`` cannot infer ``-1`` with zero RoIs (ONNX Runtime refuses it).
+    Eager and scripted it is ``F.group_norm`` itself."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting() or not torch.jit.is_tracing():
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        n, c, h, w = x.shape
+        y = x.reshape(n, self.num_groups, c // self.num_groups, h, w)
+        mean = y.mean(dim=(2, 3, 4), keepdim=True)
+        var = (y - mean).pow(2).mean(dim=(2, 3, 4), keepdim=True)
+        y = ((y - mean) * torch.rsqrt(var + self.eps)).reshape(n, c, h, w)
+        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
 def _conv_gn_relu(cin: int, cout: int, kernel: int, dilation: int = 1) -> nn.Sequential:
     pad = dilation if kernel == 3 else 0
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False),
-                         nn.GroupNorm(GN_GROUPS, cout), nn.ReLU())
+                         GroupNorm(GN_GROUPS, cout), nn.ReLU())
 
 
 class ASPPPooling(nn.Sequential):
@@ -34,7 +50,7 @@ class ASPPPooling(nn.Sequential):
 
     def __init__(self, cin: int, cout: int):
         super().__init__(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False),
-                         nn.GroupNorm(GN_GROUPS, cout), nn.ReLU())
+                         GroupNorm(GN_GROUPS, cout), nn.ReLU())
 
     def forward(self, x: Tensor) -> Tensor:
         y = x
@@ -73,7 +89,7 @@ class NonLocalBlock2D(nn.Module):
         self.g = nn.Sequential(nn.Conv2d(channels, inter, 1), nn.MaxPool2d(2))
         self.theta = nn.Conv2d(channels, inter, 1)
         self.phi = nn.Sequential(nn.Conv2d(channels, inter, 1), nn.MaxPool2d(2))
-        self.W = nn.Sequential(nn.Conv2d(inter, channels, 1), nn.GroupNorm(GN_GROUPS, channels))
+        self.W = nn.Sequential(nn.Conv2d(inter, channels, 1), GroupNorm(GN_GROUPS, channels))
         nn.init.zeros_(self.W[1].weight)
         nn.init.zeros_(self.W[1].bias)
 
@@ -103,7 +119,7 @@ class DeepLabHead(nn.Module):
         gn = cfg.deeplab_norm == "GN"
         ch = in_channels
         for i in range(cfg.num_stacked_convs):
-            norm = nn.GroupNorm(GN_GROUPS, cfg.conv_head_dim) if gn else None
+            norm = GroupNorm(GN_GROUPS, cfg.conv_head_dim) if gn else None
             conv = Conv2dNorm(ch, cfg.conv_head_dim, k, padding=k // 2, bias=not gn, norm=norm,
                               relu=True)
             c2_msra_fill(conv)
