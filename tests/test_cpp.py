@@ -30,7 +30,9 @@ IMAGE = ROOT / "amanet" / "assets" / "astronaut.jpg"
 LOCK = "/tmp/amanet-build.lock"
 OVERRIDES = ["TEST.DETECTIONS_PER_IMAGE", "3", "INPUT.MIN_SIZE_TEST", "320",
              "INPUT.MAX_SIZE_TEST", "480"]
-FAMILIES = ["s1x", "amanet"]
+#: one preset per head kind: V1ConvX + decoder, AMANet, DeepLab + every confidence, legacy
+FAMILIES = ["s1x", "amanet", "densepose_rcnn_R_50_FPN_DL_WC2M_s1x",
+            "densepose_rcnn_R_50_FPN_s1x_legacy"]
 CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 TIMINGS: dict = {}
 
@@ -93,7 +95,8 @@ def cpp_build(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory):
-    """Small TorchScript exports of both families + the Python Predictor's results on IMAGE."""
+    """Small TorchScript and ONNX exports of every head kind + the Python Predictor's results
+    on IMAGE."""
     from amanet.config import load_config
     from amanet.data.image_io import read_image
     from amanet.data.transforms import resize_shortest_edge
@@ -120,6 +123,7 @@ def exports(tmp_path_factory):
                         ).save(resized)
         onnx = export_onnx(model, d / f"{family}.onnx")
         out[family] = {"ts": path, "ref": ref, "resized": resized, "dir": d, "onnx": onnx,
+                       "family": model.cfg.family,
                        "onnx_ref": {p: Predictor.from_export(str(onnx), backend="openvino",
                                                              precision=p, threads=2)(str(IMAGE))
                                     for p in ("fp32", "bf16")}}
@@ -166,7 +170,7 @@ def test_same_input_matches_python(cpp_build, exports, family, tmp_path):
     h0, w0 = ref.image_size
     png = tmp_path / "iuv.png"
     _, res = _infer(cpp_build, e["ts"], e["resized"], png, "--presized", f"{w0}x{h0}")
-    assert res["family"] == family and (res["height"], res["width"]) == (h0, w0)
+    assert res["family"] == e["family"] and (res["height"], res["width"]) == (h0, w0)
     assert [p["chart_box"] for p in res["people"]] == ref.chart_boxes.tolist()
     errs = _compare(res, png, ref, box_tol=0.05, score_tol=1e-4, min_equal=0.995)
     TIMINGS[f"presized_{family}"] = errs
