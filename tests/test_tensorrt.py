@@ -667,30 +667,33 @@ def test_build_engine_flow_int8_and_errors(good, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------
 # The real exported graph
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def real_onnx(tmp_path_factory):
+@pytest.fixture(scope="module", params=["s1x", "densepose_rcnn_R_50_FPN_DL_WC2M_s1x",
+                                        "densepose_rcnn_R_50_FPN_s1x_legacy"])
+def real_onnx(request, tmp_path_factory):
     import torch
 
     from amanet.ops.library import load_library
     load_library()
     if not (hasattr(torch.ops.amanet, "nms") and hasattr(torch.ops.amanet, "roi_align")):
         pytest.skip("torch.ops.amanet lacks roi_align/nms (op library not built); cannot export")
-    from amanet.config import s1x_config
+    from amanet.config import load_config
     from amanet.deploy.onnx import export_onnx
     from amanet.modeling.model import build_model
     from amanet.modeling.smoke_init import smoke_init_
 
     torch.manual_seed(0)
-    model = build_model(s1x_config())
+    model = build_model(load_config(request.param))
     smoke_init_(model)
-    return export_onnx(model, tmp_path_factory.mktemp("trt") / "s1x_m8.onnx",
+    return export_onnx(model, tmp_path_factory.mktemp("trt") / f"{request.param}_m8.onnx",
                        max_detections=8, example_hw=(128, 160))   # small: faster tracing
 
 
 def test_real_graph_is_trt_compatible(real_onnx):
     from amanet.deploy.onnx import op_types, read_metadata
 
-    assert read_metadata(real_onnx)["max_detections"] == 8
+    meta = read_metadata(real_onnx)
+    assert meta["max_detections"] == 8
+    assert sorted(meta["output_channels"]) == sorted(meta["outputs"][3:-1])
     ops = set(op_types(real_onnx))
     assert {"RoiAlign", "NonMaxSuppression"} <= ops
     assert ops <= set(TRT10_ONNX_OPS)

@@ -10,7 +10,8 @@ import json
 from typing import Any, Dict
 
 from ..config import FAMILY_S1X, Config
-from .graph import output_names
+from ..modeling.densepose_branch import densepose_output_channels
+from .graph import GATE_OUTPUT, output_names
 
 FORMAT_VERSION = 1
 GATE_COARSE_ARGMAX = 0   # s1x: foreground = argmax(coarse_segm) > 0
@@ -30,6 +31,7 @@ def graph_metadata(cfg: Config, max_detections: int = 0, ops: str = "amanet",
             "resize": "shortest edge, PIL bilinear (Detectron2's ResizeShortestEdge)",
         },
         "outputs": output_names(cfg, max_detections),
+        "output_channels": _channels_by_output(cfg),
         "max_detections": max_detections,
         "heatmap_size": cfg.densepose.heatmap_size,
         "num_parts": cfg.densepose.num_patches + 1,
@@ -38,6 +40,12 @@ def graph_metadata(cfg: Config, max_detections: int = 0, ops: str = "amanet",
         "ops": ops,
         "config": cfg.to_dict(),
     }
+
+
+def _channels_by_output(cfg: Config) -> Dict[str, int]:
+    """Channels of each DensePose output under its export name (the gate first)."""
+    channels = list(densepose_output_channels(cfg).items())
+    return {GATE_OUTPUT if i == 0 else name: c for i, (name, c) in enumerate(channels)}
 
 
 def dumps(meta: Dict[str, Any]) -> str:

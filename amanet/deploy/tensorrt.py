@@ -167,8 +167,6 @@ _ROIALIGN_COORD_MODES = {"half_pixel", "output_half_pixel"}
 _REDUCE_OPS = {op for op in TRT10_ONNX_OPS if op.startswith("Reduce")}
 _STANDARD_DOMAINS = ("", "ai.onnx")
 
-#: The fixed-size outputs of a ``max_detections > 0`` export (see amanet.deploy.graph).
-DENSEPOSE_OUTPUTS = ("gate", "fine_segm", "u", "v")
 DETECTION_OUTPUTS = ("boxes", "scores", "classes")
 IMAGE_INPUT = "image"
 
@@ -430,8 +428,8 @@ def check_trt_compatibility(onnx_path: PathLike) -> List[str]:
       GridSample;
     * exactly one input ``image [3, H, W]`` with only H and W dynamic;
     * with ``max_detections = M > 0`` (metadata, or a ``num_detections`` output): the outputs
-      re-inferred from scratch are static: boxes [M, 4], scores/classes [M], gate
-      [M, 2, S, S], fine_segm/u/v [M, parts, S, S], num_detections [1];
+      re-inferred from scratch are static: boxes [M, 4], scores/classes [M], every DensePose
+      output [M, C, S, S] (C from the metadata's ``output_channels``), num_detections [1];
     * the config's NMS candidate counts within INMSLayer's TopK box limit (5000).
     """
     import onnx
@@ -805,12 +803,13 @@ def _check_io(model, facts: _GraphFacts, meta: Optional[Dict[str, Any]],
         return   # dynamic outputs: the runner uses an IOutputAllocator (TensorRT >= 8.5)
     s = meta.get("heatmap_size") if meta is not None else None
     parts = meta.get("num_parts") if meta is not None else None
+    # channels per DensePose output: the metadata's (every head kind), else the V1ConvX ones
+    channels = (meta or {}).get("output_channels") or {
+        "gate": 2, "fine_segm": parts, "u": parts, "v": parts}
     want: Dict[str, List[Optional[int]]] = {
-        "boxes": [m, 4], "scores": [m], "classes": [m], "num_detections": [1],
-        "gate": [m, 2, s, s], "fine_segm": [m, parts, s, s], "u": [m, parts, s, s],
-        "v": [m, parts, s, s],
-    }
-    for name in DETECTION_OUTPUTS + DENSEPOSE_OUTPUTS + ("num_detections",):
+        "boxes": [m, 4], "scores": [m], "classes": [m], "num_detections": [1]}
+    want.update({name: [m, c, s, s] for name, c in channels.items()})
+    for name in DETECTION_OUTPUTS + tuple(channels) + ("num_detections",):
         if name not in outs:
             problems.append(f"output '{name}' is missing (max_detections={m})")
             continue
