@@ -1,8 +1,9 @@
 """The ``amanet`` command: predict, convert, train (and evaluate), export, bench.
 
 ``amanet predict IMAGES... --config CFG --weights W --out DIR [KEY VALUE ...]`` writes, per
-image, ``<name>_iuv.png`` (RGB = I, U, V), ``<name>_overlay.png`` and ``<name>.json``
-(DensePose-COCO results). Detectron2-style ``KEY VALUE`` overrides may follow the images.
+image, ``<name>_iuv.png`` (RGB = I, U, V), ``<name>_overlay.png``, ``<name>.json``
+(DensePose-COCO results) and, for models with confidences (the zoo's WC* configs),
+``<name>_confidences.npz``. Detectron2-style ``KEY VALUE`` overrides may follow the images.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from .errors import AmanetError
 
 logger = logging.getLogger("amanet")
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 _KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$|^[A-Z][A-Z0-9_]+$")
 
 
@@ -44,6 +44,8 @@ def split_overrides(tokens: Sequence[str]) -> Tuple[List[str], List[str]]:
 
 def expand_images(paths: Sequence[str]) -> List[Path]:
     """Files as given; directories contribute their image files (sorted)."""
+    from .data.image_io import IMAGE_EXTENSIONS
+
     out: List[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -116,6 +118,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         doc = {"image": str(path), "height": pred.image_size[0], "width": pred.image_size[1],
                "family": predictor.family, "random_weights": predictor.random_weights,
                "num_detections": len(pred), "results": pred.to_coco_json(image_id=stem)}
+        if pred.save_confidences(out_dir / f"{stem}_confidences.npz"):
+            doc["confidences"] = f"{stem}_confidences.npz"
         with open(out_dir / f"{stem}.json", "w") as f:
             json.dump(doc, f)
         if not args.quiet:

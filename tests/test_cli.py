@@ -50,6 +50,31 @@ def test_predict_demo_writes_three_files(tmp_path, capsys, config):
     assert "RANDOM" in capsys.readouterr().err
 
 
+def test_predict_writes_confidences_for_a_confidence_model(tmp_path):
+    """A WC2M zoo model: the JSON names an npz holding every person's confidence charts, each
+    the size of its chart; a model without confidences writes none."""
+    assert main(["predict", "--demo", "--config", "densepose_rcnn_R_50_FPN_DL_WC2M_s1x",
+                 "--out", str(tmp_path), "--quiet", *FAST]) == 0
+    doc = json.loads((tmp_path / "astronaut.json").read_text())
+    assert doc["confidences"] == "astronaut_confidences.npz"
+    npz = np.load(tmp_path / doc["confidences"])
+    boxes = npz["chart_boxes"]
+    assert boxes.shape == (3, 4)
+    fields = ["sigma_2", "kappa_u", "kappa_v", "fine_segm_confidence", "coarse_segm_confidence"]
+    assert sorted(npz.files) == sorted(["chart_boxes"] + [f"{f}_{i}" for f in fields
+                                                          for i in range(3)])
+    for i, (_, _, w, h) in enumerate(boxes):
+        for f in fields:
+            assert npz[f"{f}_{i}"].shape == (h, w) and npz[f"{f}_{i}"].dtype == np.float32
+        # segmentation confidences are softplus + epsilon: positive everywhere
+        assert (npz[f"coarse_segm_confidence_{i}"] > 0.01).all()
+    out = tmp_path / "plain"
+    assert main(["predict", "--demo", "--config", "s1x", "--out", str(out), "--quiet",
+                 *FAST]) == 0
+    assert "confidences" not in json.loads((out / "astronaut.json").read_text())
+    assert not list(out.glob("*.npz"))
+
+
 def test_predict_zero_detections_and_bad_files(tmp_path):
     good = tmp_path / "in" / "photo.jpg"
     good.parent.mkdir()

@@ -254,6 +254,20 @@ def test_seed_command_line_four_gpus(tmp_path):
     assert (out / "inference" / "densepose_coco_2014_minival" / "metrics.json").is_file()
 
 
+def test_confidence_config_refused_before_any_worker(tmp_path, capsys):
+    """A WC zoo config cannot train (its confidence losses are not implemented): one line,
+    exit status 2, and no worker started (nothing written)."""
+    from amanet.cli import main
+
+    out = tmp_path / "never"
+    code = main(["train", "--config-file", "densepose_rcnn_R_50_FPN_WC1_s1x", "--num-gpus", "4",
+                 "OUTPUT_DIR", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "UV_CONFIDENCE / SEGM_CONFIDENCE" in err[0], err
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- datasets
 def test_dataset_registry(tmp_path, monkeypatch):
     from amanet.data import registry as R

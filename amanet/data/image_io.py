@@ -15,6 +15,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
 
+#: File extensions read as images when a folder is given.
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+
 ImageLike = Union[str, os.PathLike, np.ndarray]
 
 # PIL refuses images above ~179 Mpx by default as a decompression-bomb guard; we allow up to

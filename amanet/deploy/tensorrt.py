@@ -959,7 +959,7 @@ class CalibrationImages:
 
     def __init__(self, folder: PathLike, meta: Dict[str, Any], hw: Sequence[int],
                  limit: int = 500):
-        from ..cli import IMAGE_EXTENSIONS
+        from ..data.image_io import IMAGE_EXTENSIONS
 
         folder = Path(folder)
         if not folder.is_dir():

@@ -48,7 +48,7 @@ from ..checkpoint import match_state_dict, read_checkpoint, save_checkpoint
 from ..config import Config
 from ..config.detectron2_yaml import dump_config
 from ..modeling.model import build_model
-from ..modeling.training import TrainingModel
+from ..modeling.training import TrainingModel, check_trainable
 from ..runtime.precision import autocast, check_precision
 from . import launch as L
 
@@ -656,6 +656,8 @@ def run_cli(args) -> int:
     if stray:
         raise ValueError(f"unexpected option(s) among the KEY VALUE overrides: {stray}")
     cfg = load_config(_config_path(args.config_file), opts)
+    if not args.eval_only:
+        check_trainable(cfg)   # before any worker starts
     if args.eval_only:
         from .inference import evaluate_checkpoint
 

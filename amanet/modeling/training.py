@@ -313,6 +313,18 @@ def pack_densepose_targets(roi_boxes: List[Tensor], roi_gt: List[Tensor],
 # ----------------------------------------------------------------------------------------------
 # The training module
 # ----------------------------------------------------------------------------------------------
+def check_trainable(cfg: Config) -> None:
+    """Refuse, before any work, a config whose losses are not implemented: Detectron2's
+    confidence losses (``DensePoseChartWithConfidenceLoss``)."""
+    from ..config import ConfigError
+
+    dp = cfg.densepose
+    if dp.uv_confidence_enabled or dp.segm_confidence_enabled:
+        raise ConfigError("training with MODEL.ROI_DENSEPOSE_HEAD.UV_CONFIDENCE / SEGM_CONFIDENCE "
+                          "(Detectron2's confidence losses) is not implemented: these models "
+                          "predict and export; train the config without confidences")
+
+
 class TrainingModel(nn.Module):
     """``forward(images, targets, seeds) -> {loss name: scalar}`` for a DensePose R-CNN.
 
@@ -324,6 +336,7 @@ class TrainingModel(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
+        check_trainable(model.cfg)
         self.model = model
         self.last_stats: Dict[str, float] = {}
 

@@ -39,6 +39,18 @@ class Prediction:
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
+    def save_confidences(self, path) -> bool:
+        """Write the per-person confidence charts to ``path`` (npz: ``<field>_<i>`` float32
+        ``[h, w]`` for person ``i``, and ``chart_boxes`` int64 ``[D, 4]`` XYWH, the layout of
+        Detectron2's chart results). Returns False (nothing written) for a model without
+        confidences."""
+        if not self.chart_confidences:
+            return False
+        arrays = {f"{name}_{i}": conf for i, confs in enumerate(self.chart_confidences)
+                  for name, conf in confs.items()}
+        np.savez_compressed(path, chart_boxes=self.chart_boxes, **arrays)
+        return True
+
     def to_coco_json(self, image_id: Any = 0, category_id: int = 1) -> List[Dict[str, Any]]:
         """DensePose-COCO results entries, as the AMANet/Detectron2 evaluators write them.
 

@@ -154,7 +154,8 @@ class AMAPredictor(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[override]
         super()._load_from_state_dict(*args, **kwargs)
         if self.folded:
-            logger.info("AMAPredictor: weights loaded, folded fine-I conv discarded; call fold() again")
+            # DensePoseRCNN.load_state_dict folds again right after: not worth an INFO line
+            logger.debug("AMAPredictor: weights loaded, folded fine-I conv discarded")
             self.unfold()
 
     # ------------------------------------------------------------------ inference
