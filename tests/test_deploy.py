@@ -18,7 +18,7 @@ from amanet.modeling.model import build_model
 from amanet.modeling.smoke_init import smoke_init_
 from amanet.ops.library import load_library
 from amanet.runtime.backends import (EagerBackend, OnnxRuntimeBackend, OpenVINOBackend,
-                                     TorchScriptBackend)
+                                     TorchScriptBackend, flat_outputs)
 
 pytestmark = pytest.mark.skipif(not load_library() or not hasattr(torch.ops.amanet, "nms"),
                                 reason="amanet._C with roi_align/nms is not built")
@@ -152,10 +152,13 @@ def test_torchscript_loads_without_python_model_code_or_torchvision(exported):
 
 
 def test_graph_eager_equals_model_exactly(exported):
-    graph = DeployGraph(exported["model"]).eval()
+    """The batched model forward (training-side evaluation, stage benchmarks) and the deploy
+    graph the Predictor runs give the same tensors."""
+    model = exported["model"]
+    graph = DeployGraph(model).eval()
     img = image(192, 256, seed=3)
     with torch.no_grad():
-        ref = EagerBackend(exported["model"], torch.device("cpu"))(img)
+        ref = flat_outputs(model([img])[0], list(model.densepose_channels()))
         out = graph(img)
     names = output_names(exported["model"].cfg)
     assert len(out) == len(names) == KINDS[exported["preset"]][1] == len(ref)

@@ -204,7 +204,9 @@ def test_dispatch_follows_the_backend_switch():
         base = fused[0][0]._base
         assert base is not None and all(c._base is base for c in fused[0])  # one packed tensor
     compare(ref, fused)
-    assert mode_for_family("s1x") == MODE_S1X and mode_for_family("amanet") == MODE_AMANET
+    assert mode_for_family("s1x") == MODE_S1X == 0 and mode_for_family("amanet") == MODE_AMANET == 1
+    from amanet.modeling.families import GATE_COARSE_ARGMAX, GATE_MASK_SOFTMAX
+    assert (GATE_COARSE_ARGMAX, GATE_MASK_SOFTMAX) == (MODE_S1X, MODE_AMANET)
 
 
 def test_under_autograd_with_requires_grad_inputs():

@@ -55,6 +55,7 @@ import numpy as np
 
 from .densepose_coco import (FINE_TO_COARSE, FLIP_MASK_MAP, FLIP_PART_MAP, KEYPOINT_NAMES,
                              KEYPOINT_SKELETON, MASK_SIZE, NUM_PARTS, encode_dp_masks)
+from .geodesics import GeodesicProvider
 
 logger = logging.getLogger(__name__)
 
@@ -592,13 +593,8 @@ def template_geodesics(shape: BodyShape = BodyShape(), density: float = 100.0
     return _TEMPLATE_CACHE[key]
 
 
-def _provider_base():
-    from ..engine.evaluate import GeodesicProvider
-    return GeodesicProvider
-
-
-class SyntheticGeodesics(_provider_base()):
-    """:class:`~amanet.engine.evaluate.GeodesicProvider` of the synthetic body."""
+class SyntheticGeodesics(GeodesicProvider):
+    """:class:`~amanet.data.geodesics.GeodesicProvider` of the synthetic body."""
 
     def __init__(self, shape: BodyShape = BodyShape(), density: float = 100.0):
         self.template = template_geodesics(shape, density)

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import FAMILY_AMANET, FAMILY_S1X, Config
-from ..modeling.densepose_branch import DensePoseBranch, densepose_output_channels
+from ..modeling.densepose_branch import DensePoseBranch
+from ..modeling.families import densepose_output_channels
 from ..modeling.model import DensePoseRCNN
 from ..modeling.poolers import aligned_flag, pool_by_level
 from ..modeling.rpn import cell_anchors

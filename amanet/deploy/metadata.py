@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any, Dict
 
-from ..config import FAMILY_S1X, Config
-from ..modeling.densepose_branch import densepose_output_channels
+from ..config import Config
+from ..modeling.families import densepose_output_channels, family_of
 from .graph import GATE_OUTPUT, output_names
 
 FORMAT_VERSION = 1
-GATE_COARSE_ARGMAX = 0   # s1x: foreground = argmax(coarse_segm) > 0
-GATE_MASK_SOFTMAX = 1    # AMANet: foreground = softmax(body_mask)[1] > threshold
 
 
 def graph_metadata(cfg: Config, max_detections: int = 0, ops: str = "amanet",
@@ -35,7 +33,7 @@ def graph_metadata(cfg: Config, max_detections: int = 0, ops: str = "amanet",
         "max_detections": max_detections,
         "heatmap_size": cfg.densepose.heatmap_size,
         "num_parts": cfg.densepose.num_patches + 1,
-        "gate_mode": GATE_COARSE_ARGMAX if cfg.family == FAMILY_S1X else GATE_MASK_SOFTMAX,
+        "gate_mode": family_of(cfg).gate_mode,
         "gate_threshold": cfg.densepose.mask_gate_threshold,
         "ops": ops,
         "config": cfg.to_dict(),

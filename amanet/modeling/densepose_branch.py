@@ -15,29 +15,16 @@ scripted inside the trace, an ONNX ``If``). A family is described by its parts:
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import List
 
 import torch
 from torch import Tensor, nn
 
-from ..config import FAMILY_AMANET, Config
-from .predictors.chart import SEGM_CONFIDENCE_FIELDS, confidence_fields
+from ..config import FAMILY_AMANET
+from .families import densepose_output_channels
 
 #: AMANet predictor keys -> the field names outputs carry everywhere else.
 _AMA_FIELDS = {"m": "body_mask", "index_uv": "fine_segm", "u": "u", "v": "v"}
-
-
-def densepose_output_channels(cfg: Config) -> Dict[str, int]:
-    """Every inference output of the family's DensePose branch and its channel count, in the
-    branch's order (the gate first)."""
-    dp = cfg.densepose
-    n = dp.num_patches + 1
-    if cfg.family == FAMILY_AMANET:
-        return {"body_mask": 2, "fine_segm": n, "u": n, "v": n}
-    out = {"coarse_segm": dp.num_coarse_segm_channels, "fine_segm": n, "u": n, "v": n}
-    for name in confidence_fields(dp):
-        out[name] = 1 if name in SEGM_CONFIDENCE_FIELDS else n
-    return out
 
 
 class GuardedDecoder(nn.Module):

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import Config
 from .backbone import FPN
-from .densepose_branch import densepose_output_channels
+from .families import densepose_output_channels
 from .roi_heads import DensePoseROIHeads
 from .rpn import RPN
 

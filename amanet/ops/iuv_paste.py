@@ -26,6 +26,7 @@ from torch import Tensor
 from ..modeling import postprocess as pp
 from .library import use_fused
 
+# The gate rules of amanet.modeling.families (GATE_COARSE_ARGMAX, GATE_MASK_SOFTMAX)
 MODE_S1X = 0     # gate: argmax(coarse segmentation) > 0   (Detectron2 ToChartResultConverter)
 MODE_AMANET = 1  # gate: softmax(body mask)[1] > threshold (AMANet DensePoseResult)
 
@@ -33,9 +34,9 @@ ImageHW = Union[Tuple[int, int], Sequence[int]]
 
 
 def mode_for_family(family: str) -> int:
-    """:data:`MODE_S1X` for the Detectron2 s1x family, :data:`MODE_AMANET` otherwise."""
-    from ..config import FAMILY_S1X
-    return MODE_S1X if family == FAMILY_S1X else MODE_AMANET
+    """The family's gate rule (:func:`amanet.modeling.families.family_of`)."""
+    from ..modeling.families import family_of
+    return family_of(family).gate_mode
 
 
 def unpack_charts(charts: Tensor, offsets: Tensor, boxes_xywh_int: Tensor) -> List[Tensor]:

@@ -41,19 +41,24 @@ def _named(values: List[Any], names: List[str]) -> Outputs:
 
 
 class EagerBackend:
-    """The PyTorch model itself (:class:`~amanet.modeling.model.DensePoseRCNN`), run in
+    """The PyTorch model run through the very module the exports are made of
+    (:class:`~amanet.deploy.graph.DeployGraph` over the model's weights, not scripted), in
     ``precision`` (``fp32``, or ``bf16`` / ``fp16`` under autocast; outputs are float32)."""
     name = "eager"
 
     def __init__(self, model, device: torch.device, precision: str = "fp32"):
+        from ..deploy.graph import DeployGraph, output_names
+
         self.model = model
         self.device = device
         self.precision = check_precision(precision, device)
+        self.graph = DeployGraph(model).eval().to(device)
+        self.names = output_names(model.cfg)
 
     def __call__(self, image: torch.Tensor) -> Outputs:
         with torch.no_grad(), autocast(self.precision, self.device):
-            det = self.model([image.to(self.device)])[0]
-        return flat_outputs(det, list(self.model.densepose_channels()))
+            outs = self.graph(image.to(self.device))
+        return dict(zip(self.names, outs))
 
 
 def flat_outputs(det: Dict[str, Any], densepose_names: List[str]) -> Outputs:

@@ -14,7 +14,7 @@ from ..data.transforms import resize_shortest_edge
 from ..deploy.graph import GATE_OUTPUT
 from ..modeling import postprocess as pp
 from ..modeling.box_ops import clip_boxes, nonempty
-from ..modeling.densepose_branch import densepose_output_channels
+from ..modeling.families import densepose_output_channels
 from ..modeling.inference_prep import prepare_for_inference
 from ..modeling.model import build_model
 from ..modeling.predictors.chart import CONFIDENCE_FIELDS
