@@ -82,6 +82,34 @@ def test_wrong_family_checkpoint_fails(tmp_path):
         load_weights(build_model(amanet_config()), str(pkl))
 
 
+def test_wrong_zoo_config_checkpoint_names_the_right_config(tmp_path):
+    """A DL_WC2M checkpoint given to the V1ConvX config: one short message naming the config
+    its keys belong to (it used to be 4 KB of key names)."""
+    from amanet.config import load_config
+
+    pkl = tmp_path / "dl_wc2m.pkl"
+    d2_pickle(build_model(load_config("densepose_rcnn_R_50_FPN_DL_WC2M_s1x")).state_dict(), pkl)
+    with pytest.raises(CheckpointError) as info:
+        load_weights(build_model(s1x_config()), str(pkl))
+    msg = str(info.value)
+    assert "densepose_rcnn_R_50_FPN_DL_WC2M_s1x" in msg and "--config" in msg
+    assert "DeepLab head" in msg and "\n" not in msg and len(msg) < 900, (len(msg), msg)
+
+
+@pytest.mark.parametrize("name", [
+    "densepose_rcnn_R_50_FPN_s1x", "densepose_rcnn_R_101_FPN_DL_s1x",
+    "densepose_rcnn_R_50_FPN_WC1_s1x", "densepose_rcnn_R_101_FPN_WC2_s1x",
+    "densepose_rcnn_R_50_FPN_DL_WC1M_s1x", "densepose_rcnn_R_101_FPN_s1x_legacy",
+    "densepose_AMA_R_50_FPN_s1x"])
+def test_guess_config_reads_the_zoo_layout_from_keys(name):
+    from amanet.checkpoint import guess_config
+    from amanet.config import load_config
+
+    state = build_model(load_config(name)).state_dict()
+    assert guess_config(state)[0] == name
+    assert guess_config({"backbone.bottom_up.stem.conv1.weight": torch.zeros(1)}) is None
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, (f"touch {_Evil.marker}",))
