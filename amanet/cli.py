@@ -1,8 +1,9 @@
 """The ``amanet`` command: predict, convert, train (and evaluate), export, bench.
 
 ``amanet predict IMAGES... --config CFG --weights W --out DIR [KEY VALUE ...]`` writes, per
-image, ``<name>_iuv.png`` (RGB = I, U, V), ``<name>_overlay.png``, ``<name>.json``
-(DensePose-COCO results) and, for models with confidences (the zoo's WC* configs),
+image, the pictures ``--vis`` names as ``<name>_<vis>.png`` (default ``iuv``: RGB = I, U, V, and
+``overlay``; Detectron2's ``dp_segm``, ``dp_u``, ``dp_v``, ``bbox``, ``magicanimate``,
+``parts``: :mod:`amanet.viz`), ``<name>.json`` (DensePose-COCO results) and, for models with confidences (the zoo's WC* configs),
 ``<name>_confidences.npz``. Detectron2-style ``KEY VALUE`` overrides may follow the images.
 """
 from __future__ import annotations
@@ -56,18 +57,20 @@ def expand_images(paths: Sequence[str]) -> List[Path]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-    from PIL import Image
     from tqdm import tqdm
 
     from .data.image_io import read_image
     from .runtime import Predictor
-    from .viz import draw_overlay, iuv_to_png_array
-
     from .runtime.precision import check_precision
+    from .viz import parse_styles, render, save_picture
 
     if args.precision:
         check_precision(args.precision, args.device)  # before anything is loaded or printed
+    styles = parse_styles(args.vis)                    # likewise
+    if args.cmap is not None:
+        from .viz import COLORMAPS
+        if args.cmap not in COLORMAPS:
+            raise AmanetError(f"unknown --cmap {args.cmap!r}; known: {', '.join(COLORMAPS)}")
     paths, overrides = split_overrides(args.inputs)
     overrides += list(args.opts or [])
     config, weights = args.config, args.weights
@@ -111,10 +114,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failures += 1
             continue
         stem = path.stem
-        Image.fromarray(iuv_to_png_array(pred.iuv)).save(out_dir / f"{stem}_iuv.png")
-        overlay = draw_overlay(bgr, pred)
-        Image.fromarray(np.ascontiguousarray(overlay[:, :, ::-1])).save(
-            out_dir / f"{stem}_overlay.png")
+        gate = predictor.cfg.densepose.mask_gate_threshold
+        for style in styles:
+            picture = render(bgr, pred, style, args.cmap, args.alpha, gate)
+            save_picture(out_dir / f"{stem}_{style}.png", picture, style)
         doc = {"image": str(path), "height": pred.image_size[0], "width": pred.image_size[1],
                "family": predictor.family, "random_weights": predictor.random_weights,
                "num_detections": len(pred), "results": pred.to_coco_json(image_id=stem)}
@@ -123,7 +126,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         with open(out_dir / f"{stem}.json", "w") as f:
             json.dump(doc, f)
         if not args.quiet:
-            print(f"{path}: {len(pred)} people -> {out_dir / stem}_{{iuv,overlay}}.png, .json")
+            print(f"{path}: {len(pred)} people -> {out_dir / stem}_{{{','.join(styles)}}}.png, "
+                  ".json")
     return 1 if failures else 0
 
 
@@ -180,6 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--demo", action="store_true",
                     help="add a bundled image: the synthetic one with the demo model (no --config "
                     "and no --weights), the photo otherwise")
+    pr.add_argument("--vis", default="iuv,overlay", metavar="NAMES",
+                    help="pictures to write as <name>_<vis>.png, comma-separated: dp_segm, dp_u, "
+                         "dp_v, bbox (as Detectron2's apply_net.py show draws them), "
+                         "magicanimate, parts (part index 0..24), iuv, overlay "
+                         "(default: iuv,overlay)")
+    pr.add_argument("--cmap", default=None,
+                    help="colormap of the Detectron2 pictures (default: theirs: parula; "
+                         "viridis for magicanimate)")
+    pr.add_argument("--alpha", type=float, default=None,
+                    help="opacity of the Detectron2 pictures (default 0.7; magicanimate 1)")
     pr.add_argument("--opts", nargs="+", metavar="KEY VALUE", help="config overrides")
     pr.add_argument("-q", "--quiet", action="store_true")
     pr.set_defaults(func=cmd_predict)

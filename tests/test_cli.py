@@ -35,6 +35,7 @@ def test_split_overrides():
 
 @pytest.mark.parametrize("config", ["amanet", "s1x"])
 def test_predict_demo_writes_three_files(tmp_path, capsys, config):
+    """Default pictures: iuv and overlay."""
     assert main(["predict", "--demo", "--config", config, "--out", str(tmp_path), *FAST]) == 0
     iuv = np.asarray(Image.open(tmp_path / "astronaut_iuv.png"))
     overlay = np.asarray(Image.open(tmp_path / "astronaut_overlay.png"))
@@ -48,6 +49,39 @@ def test_predict_demo_writes_three_files(tmp_path, capsys, config):
     changed = np.abs(overlay.astype(int) - photo.astype(int)).sum(axis=2) > 30
     assert changed[fg].mean() > 0.9
     assert "RANDOM" in capsys.readouterr().err
+
+
+def test_predict_writes_every_picture_asked_for(tmp_path, capsys):
+    styles = ["dp_segm", "dp_u", "dp_v", "bbox", "magicanimate", "parts", "iuv", "overlay"]
+    assert main(["predict", "--demo", "--config", "s1x", "--out", str(tmp_path), "--quiet",
+                 "--vis", ",".join(styles), *FAST]) == 0
+    photo = np.asarray(Image.open(PHOTO))
+    pictures = {s: np.asarray(Image.open(tmp_path / f"astronaut_{s}.png")) for s in styles}
+    for s, pic in pictures.items():
+        assert pic.shape[:2] == photo.shape[:2] and pic.dtype == np.uint8, s
+    assert pictures["parts"].ndim == 2 and 0 < pictures["parts"].max() <= 24
+    np.testing.assert_array_equal(pictures["parts"], pictures["iuv"][:, :, 0])
+    # the Detectron2 pictures are drawn on the gray photo: off the people, R = G = B
+    off = pictures["parts"] == 0
+    seg = pictures["dp_segm"]
+    assert (seg[off][:, 0] == seg[off][:, 1]).all() and (seg[~off][:, 0] != seg[~off][:, 2]).any()
+    # --cmap / --alpha change the Detectron2 pictures
+    other = tmp_path / "viridis"
+    assert main(["predict", "--demo", "--config", "s1x", "--out", str(other), "--quiet",
+                 "--vis", "dp_segm", "--cmap", "viridis", "--alpha", "1.0", *FAST]) == 0
+    assert not np.array_equal(np.asarray(Image.open(other / "astronaut_dp_segm.png")), seg)
+
+
+def test_predict_unknown_picture_or_colormap_is_one_line(tmp_path, capsys):
+    assert main(["predict", "--demo", "--config", "s1x", "--out", str(tmp_path),
+                 "--vis", "dp_segm,dp_contour"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dp_contour" in err[0] and "dp_segm" in err[0], err
+    assert main(["predict", "--demo", "--config", "s1x", "--out", str(tmp_path),
+                 "--cmap", "rainbow"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rainbow" in err[0], err
+    assert not list(tmp_path.iterdir()), "nothing written"
 
 
 def test_predict_writes_confidences_for_a_confidence_model(tmp_path):

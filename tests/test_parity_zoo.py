@@ -102,3 +102,53 @@ def test_charts_and_confidences(zoo):
             ours, theirs = out.chart_confidences[i][name], ref[f"{name}_{i}"]
             assert ours.shape == theirs.shape and ours.dtype == np.float32
             np.testing.assert_allclose(ours[agree], theirs[agree], rtol=1e-3, atol=1e-5)
+
+
+# ------------------------------------------------------------------ Detectron2's pictures
+VIS = ["dp_segm", "dp_u", "dp_v", "bbox", "magicanimate"]
+
+
+def _chart_disagreement(zoo) -> np.ndarray:
+    """bool ``[H, W]``: image pixels under a chart whose label, or whose U/V code as Detectron2
+    draws it (``trunc(255 uv) mod 256``), differs from what Detectron2's own outputs give: the
+    model outputs agree to ~1e-5, which moves a code by one where 255 uv sits on an integer
+    (and, past 1.0, wraps it), a different colour of the map."""
+    from amanet.viz.detectron2 import chart_iuv_arrays
+
+    out, ref = zoo["out"], zoo["charts"]
+    h0, w0 = out.image_size
+    mask = np.zeros((h0, w0), bool)
+    for i, ((x, y, w, h), ours) in enumerate(zip(out.chart_boxes.tolist(),
+                                                  chart_iuv_arrays(out))):
+        codes = (torch.from_numpy(ref[f"uv_{i}"]) * 255.0).to(torch.int64) & 255
+        theirs = np.concatenate([ref[f"labels_{i}"][None], codes.numpy().astype(np.uint8)])
+        diff = (ours != theirs).any(axis=0)
+        sub = mask[y:y + h, x:x + w]
+        sub |= diff[:sub.shape[0], :sub.shape[1]]
+    return mask
+
+
+@pytest.mark.parametrize("style", VIS)
+def test_pictures_equal_detectron2s(zoo, style):
+    """README tolerance: equal on >= 99.5 % of the pixels, every differing pixel within one
+    level per channel apart from pixels whose chart value differs (see _chart_disagreement)."""
+    from PIL import Image
+
+    from amanet.viz import render
+
+    image = np.load(zoo["root"] / "input_bgr_uint8.npy")
+    ours = render(image, zoo["out"], style)
+    theirs = np.asarray(Image.open(zoo["root"] / f"vis_{style}.png").convert("RGB"))[:, :, ::-1]
+    assert ours.shape == theirs.shape and ours.dtype == np.uint8
+    diff = np.abs(ours.astype(int) - theirs.astype(int)).max(axis=2)
+    equal = (diff == 0).mean()
+    assert equal >= 0.995, f"{style}: {equal:.5f} of the pixels equal"
+    far = (diff > 1) & ~_chart_disagreement(zoo)
+    assert far.sum() == 0, f"{style}: {far.sum()} pixels differ by more than 1 level"
+    assert (ours != _gray(image)).any(), "the picture shows something besides the photo"
+
+
+def _gray(image):
+    import cv2
+    g = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return np.tile(g[:, :, None], [1, 1, 3])

@@ -56,9 +56,10 @@ def xyxy_to_xywh_int(boxes_xyxy: Tensor) -> Tensor:
     return xywh
 
 
-def iuv_chart_amanet(I: Tensor, U: Tensor, V: Tensor, M: Tensor, box_xywh: BoxLike,
-                     gate_threshold: float = 0.3) -> Tensor:
-    """AMANet rule for one RoI: ``I, U, V`` ``[25, S, S]``, ``M`` ``[2, S, S]`` -> uint8 ``[3, h, w]``.
+def iuv_chart_amanet_float(I: Tensor, U: Tensor, V: Tensor, M: Tensor, box_xywh: BoxLike,
+                           gate_threshold: float = 0.3) -> Tuple[Tensor, Tensor]:
+    """AMANet rule for one RoI: ``I, U, V`` ``[25, S, S]``, ``M`` ``[2, S, S]`` -> ``labels``
+    uint8 ``[h, w]`` and ``uv`` float32 ``[2, h, w]`` (raw values, 0 where the label is 0).
 
     ``label = argmax(I) * (softmax(M)[1] > gate_threshold)``; ``box_xywh`` only sets ``(h, w)``.
     """
@@ -68,9 +69,14 @@ def iuv_chart_amanet(I: Tensor, U: Tensor, V: Tensor, M: Tensor, box_xywh: BoxLi
     i_r, u_r, v_r, m_r = resized.split([n_i, n_u, n_u, M.shape[0]])
     fg = torch.softmax(m_r, dim=0)[1] > gate_threshold
     labels = i_r.argmax(0) * fg
-    return torch.stack([labels.to(torch.uint8),
-                        uv_to_uint8(_at_label(u_r, labels)),
-                        uv_to_uint8(_at_label(v_r, labels))])
+    return labels.to(torch.uint8), torch.stack([_at_label(u_r, labels), _at_label(v_r, labels)])
+
+
+def iuv_chart_amanet(I: Tensor, U: Tensor, V: Tensor, M: Tensor, box_xywh: BoxLike,
+                     gate_threshold: float = 0.3) -> Tensor:
+    """:func:`iuv_chart_amanet_float` as a uint8 ``[3, h, w]`` IUV chart."""
+    labels, uv = iuv_chart_amanet_float(I, U, V, M, box_xywh, gate_threshold)
+    return torch.cat([labels[None], uv_to_uint8(uv)])
 
 
 def iuv_chart_s1x(coarse: Tensor, fine: Tensor, u: Tensor, v: Tensor,

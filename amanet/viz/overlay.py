@@ -1,4 +1,4 @@
-"""Pictures of predictions: IUV overlays (parts coloured, U/V iso-contours, boxes)."""
+"""Our overlay picture (parts coloured, U/V iso-contours, boxes) and the whole-image IUV."""
 from __future__ import annotations
 
 import colorsys
@@ -7,7 +7,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from .runtime.result import Prediction
+from ..runtime.result import Prediction
 
 
 def part_palette(num_parts: int = 24) -> np.ndarray:
@@ -39,12 +39,7 @@ def draw_overlay(image_bgr: np.ndarray, pred: Prediction, alpha: float = 0.6,
                  draw_boxes: bool = True, iuv: Optional[np.ndarray] = None) -> np.ndarray:
     """The image with body parts coloured, U/V contours in white and boxes with scores."""
     out = image_bgr.copy()
-    iuv = pred.iuv if iuv is None else iuv
-    if iuv is None:
-        from .modeling.postprocess import paste_iuv
-        import torch
-        iuv = paste_iuv([torch.from_numpy(c) for c in pred.charts], pred.chart_boxes.tolist(),
-                        pred.scores.tolist(), pred.image_size).numpy()
+    iuv = whole_image_iuv(pred) if iuv is None else iuv
     labels = iuv[0]
     fg = labels > 0
     if fg.any():
@@ -59,6 +54,17 @@ def draw_overlay(image_bgr: np.ndarray, pred: Prediction, alpha: float = 0.6,
             cv2.putText(out, f"{s:.2f}", (p1[0], max(p1[1] - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
                         0.4 * thick, (0, 255, 0), thick, cv2.LINE_AA)
     return out
+
+
+def whole_image_iuv(pred: Prediction) -> np.ndarray:
+    """``pred.iuv``, or the charts composited now (higher score wins) when it was not kept."""
+    if pred.iuv is not None:
+        return pred.iuv
+    import torch
+
+    from ..modeling.postprocess import paste_iuv
+    return paste_iuv([torch.from_numpy(c) for c in pred.charts], pred.chart_boxes.tolist(),
+                     pred.scores.tolist(), pred.image_size).numpy()
 
 
 def iuv_to_png_array(iuv: np.ndarray) -> np.ndarray:
