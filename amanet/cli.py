@@ -1,4 +1,4 @@
-"""The ``amanet`` command: predict, convert, train (and evaluate), export, bench.
+"""The ``amanet`` command: predict, video, convert, train (and evaluate), export, bench.
 
 ``amanet predict IMAGES... --config CFG --weights W --out DIR [KEY VALUE ...]`` writes, per
 image, the pictures ``--vis`` names as ``<name>_<vis>.png`` (default ``iuv``: RGB = I, U, V, and
@@ -56,36 +56,31 @@ def expand_images(paths: Sequence[str]) -> List[Path]:
     return out
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .data.image_io import read_image
-    from .runtime import Predictor
+def _check_picture_args(args: argparse.Namespace) -> list:
+    """Precision, picture names and colormap checked before anything is loaded or printed."""
     from .runtime.precision import check_precision
-    from .viz import parse_styles, render, save_picture
+    from .viz import COLORMAPS, parse_styles
 
     if args.precision:
-        check_precision(args.precision, args.device)  # before anything is loaded or printed
-    styles = parse_styles(args.vis)                    # likewise
-    if args.cmap is not None:
-        from .viz import COLORMAPS
-        if args.cmap not in COLORMAPS:
-            raise AmanetError(f"unknown --cmap {args.cmap!r}; known: {', '.join(COLORMAPS)}")
-    paths, overrides = split_overrides(args.inputs)
-    overrides += list(args.opts or [])
+        check_precision(args.precision, args.device)
+    styles = parse_styles(args.vis)
+    if args.cmap is not None and args.cmap not in COLORMAPS:
+        raise AmanetError(f"unknown --cmap {args.cmap!r}; known: {', '.join(COLORMAPS)}")
+    return styles
+
+
+def _build_predictor(args: argparse.Namespace, overrides: List[str], demo_input: bool = False):
+    """The Predictor the options ask for: ``(predictor, demo image or None)``. Neither --config
+    nor --weights: the bundled demo model (eager)."""
+    from .runtime import Predictor
+
     config, weights = args.config, args.weights
-    # Neither a config nor weights: the bundled demo model (trained on the synthetic world).
     use_demo_model = config is None and weights is None and args.backend == "eager"
     if use_demo_model:
         if not DEMO_MODEL.is_file():
             raise AmanetError(f"the bundled demo model {DEMO_MODEL} is missing (broken install?); "
                               "give --config and --weights")
         weights = str(DEMO_MODEL)
-    if args.demo:
-        paths.insert(0, str(SYNTHETIC_IMAGE if use_demo_model else PHOTO))
-    images = expand_images(paths)
-    if not images:
-        raise AmanetError("no input images (give image files or folders, or --demo)")
     if args.backend != "eager" and not weights:
         raise AmanetError(f"--backend {args.backend} needs --weights EXPORTED_MODEL")
     if weights is None:
@@ -102,6 +97,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         predictor = Predictor(config, weights, overrides=overrides, device=args.device,
                               precision=args.precision, threads=args.threads)
+    demo = str(SYNTHETIC_IMAGE if use_demo_model else PHOTO) if demo_input else None
+    return predictor, demo
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .data.image_io import read_image
+    from .viz import render, save_picture
+
+    styles = _check_picture_args(args)
+    paths, overrides = split_overrides(args.inputs)
+    overrides += list(args.opts or [])
+    images = expand_images(paths)
+    if not images and not args.demo:
+        raise AmanetError("no input images (give image files or folders, or --demo)")
+    predictor, demo = _build_predictor(args, overrides, args.demo)
+    if demo:
+        images.insert(0, Path(demo))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -129,6 +143,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{path}: {len(pred)} people -> {out_dir / stem}_{{{','.join(styles)}}}.png, "
                   ".json")
     return 1 if failures else 0
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    """``amanet video IN OUT``: DensePose pictures of every frame (see amanet.runtime.video)."""
+    from .runtime.video import run_video
+    from .viz import render
+
+    styles = _check_picture_args(args)
+    overrides = list(args.opts or [])
+    predictor, _ = _build_predictor(args, overrides)
+    gate = predictor.cfg.densepose.mask_gate_threshold
+
+    def draw(frame, pred, style):
+        return render(frame, pred, style, args.cmap, args.alpha, gate)
+
+    summary = run_video(predictor.predict, args.input, args.output, styles, draw=draw,
+                        npz_dir=args.save_npz, progress=not args.quiet)
+    if not args.quiet:
+        people = summary["people_per_frame"]
+        print(f"{args.input}: {summary['frames']} frames at {summary['fps']:.3f} fps, "
+              f"{sum(people) / max(len(people), 1):.1f} people per frame -> "
+              f"{', '.join(summary['outputs'].values())}")
+    return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -166,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="DensePose on images: IUV PNG, overlay PNG, JSON")
     pr.add_argument("inputs", nargs="*", metavar="IMAGE|KEY VALUE",
                     help="image files or folders, then optional Detectron2 KEY VALUE overrides")
-    pr.add_argument("--config", help="preset name (amanet, s1x, densepose_AMA_R_50_FPN_s1x, "
-                    "densepose_rcnn_R_50_FPN_s1x) or a Detectron2-style YAML")
+    pr.add_argument("--config", help="preset name (amanet, s1x, densepose_AMA_R_50_FPN_s1x, any "
+                    "Detectron2 chart zoo config such as densepose_rcnn_R_101_FPN_DL_WC2M_s1x) "
+                    "or a Detectron2-style YAML")
     pr.add_argument("--weights", help="checkpoint (.pkl/.pth, Detectron2 or amanet format); "
                     "without --config and --weights: the bundled demo model")
     pr.add_argument("--out", default="out", help="output folder (default: out)")
@@ -197,6 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--opts", nargs="+", metavar="KEY VALUE", help="config overrides")
     pr.add_argument("-q", "--quiet", action="store_true")
     pr.set_defaults(func=cmd_predict)
+
+    vi = sub.add_parser("video", help="DensePose on every frame of a video: pictures as a video "
+                        "or PNG frames")
+    vi.add_argument("input", help="a video file (anything FFmpeg reads) or a folder of frames")
+    vi.add_argument("output", help="an .mp4/.mkv/.mov (H.264, the input's frame rate and size) or "
+                    "a folder of PNG frames; with several --vis, <name>_<vis> each")
+    vi.add_argument("--vis", default="magicanimate", metavar="NAMES",
+                    help="pictures, comma-separated (as for predict; default: magicanimate)")
+    vi.add_argument("--save-npz", default=None, metavar="DIR",
+                    help="also write each frame's raw result as DIR/frame_NNNNNN.npz")
+    for flag in ("--config", "--weights", "--device", "--backend", "--precision", "--threads",
+                 "--cmap", "--alpha", "--opts"):
+        action = next(a for a in pr._actions if flag in a.option_strings)
+        vi._add_action(action)
+    vi.add_argument("-q", "--quiet", action="store_true")
+    vi.set_defaults(func=cmd_video)
 
     cv = sub.add_parser("convert", help="Detectron2/AMANet checkpoint -> amanet checkpoint")
     cv.add_argument("src")

@@ -22,7 +22,7 @@ def test_help_lists_every_subcommand():
     exe = Path(sys.executable).parent / "amanet"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "amanet.cli"]
     res = subprocess.run(cmd + ["--help"], capture_output=True, text=True, check=True)
-    for sub in ("predict", "convert", "train", "export", "bench"):
+    for sub in ("predict", "video", "convert", "train", "export", "bench"):
         assert sub in res.stdout
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -180,6 +180,16 @@ class Predictor:
 
     def predict_many(self, images: Iterable[ImageLike]) -> List[Prediction]:
         return [self.predict(im) for im in images]
+
+    def predict_video(self, source, prefetch: int = 4) -> Iterator[Tuple[int, Prediction]]:
+        """``(frame index, Prediction)`` for every frame of a video file or a folder of frames,
+        streamed (frames decoded ``prefetch`` ahead in a thread; memory does not grow with the
+        video). :func:`amanet.runtime.video.run_video` also draws and encodes."""
+        from ..data.video_io import open_video
+        from .video import predict_frames
+
+        for i, _, pred in predict_frames(self.predict, open_video(source), prefetch):
+            yield i, pred
 
     # -- post-processing -------------------------------------------------------------------
     def _postprocess(self, det, orig_hw, resized_hw) -> Prediction:

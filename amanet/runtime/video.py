@@ -1,0 +1,155 @@
+"""DensePose on every frame of a video, streamed: decoding runs in a thread ahead of inference,
+drawing and encoding in another behind it, each through a bounded queue, so memory does not grow
+with the video's length and the three overlap (OpenCV, PyAV and PyTorch release the GIL)."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..data.video_io import VideoSink, VideoSource, open_video
+from .result import Prediction
+
+logger = logging.getLogger(__name__)
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _threaded(items: Iterator, maxsize: int, name: str) -> Iterator:
+    """``items`` produced in a daemon thread, at most ``maxsize`` ahead of the consumer."""
+    q: "queue.Queue" = queue.Queue(maxsize=maxsize)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            q.put(_Failure(e))
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+
+
+def predict_frames(predict: Callable[[np.ndarray], Prediction], source: VideoSource,
+                   prefetch: int = 4) -> Iterator[Tuple[int, np.ndarray, Prediction]]:
+    """``(index, frame_bgr, prediction)`` for every frame, decoded ``prefetch`` frames ahead."""
+    for i, frame in enumerate(_threaded(source.frames(), prefetch, "amanet-decode")):
+        yield i, frame, predict(frame)
+
+
+def output_paths(out: Path, styles: Sequence[str]) -> Dict[str, Path]:
+    """One output per picture style: ``out`` itself for one style, else ``<stem>_<style>``
+    beside it (``clip.mp4`` -> ``clip_dp_segm.mp4``; a folder ``frames`` -> ``frames_dp_segm``)."""
+    if len(styles) == 1:
+        return {styles[0]: out}
+    return {s: out.with_name(f"{out.stem}_{s}{out.suffix}") for s in styles}
+
+
+def save_frame_npz(folder: Path, index: int, pred: Prediction) -> None:
+    """The raw per-frame result: boxes, scores, classes, chart boxes and the raw DensePose
+    outputs (``densepose_<field>``)."""
+    np.savez_compressed(folder / f"frame_{index:06d}.npz", boxes=pred.boxes, scores=pred.scores,
+                        classes=pred.classes, chart_boxes=pred.chart_boxes,
+                        **{f"densepose_{k}": v for k, v in pred.densepose.items()})
+
+
+def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path,
+              styles: Sequence[str] = ("magicanimate",),
+              draw: Optional[Callable[[np.ndarray, Prediction, str], np.ndarray]] = None,
+              npz_dir=None, progress: bool = True, queue_size: int = 4) -> Dict[str, object]:
+    """Predict every frame of ``source_path`` (a video file or a folder of frames) and write the
+    pictures ``styles`` as videos (``.mp4``/``.mkv``/``.mov``) or PNG folders at ``out_path``
+    (see :func:`output_paths`), plus per-frame ``.npz`` results into ``npz_dir``.
+
+    Every output is written under a temporary name and renamed only when the whole video is
+    done; on any error (or Ctrl-C) the partial outputs are removed. Returns a summary.
+    """
+    from tqdm import tqdm
+
+    from ..viz import render
+
+    draw = draw or render
+    source = open_video(source_path)
+    paths = output_paths(Path(out_path), list(styles))
+    sinks = {s: VideoSink(p, source.width, source.height, source.fps) for s, p in paths.items()}
+    npz = Path(npz_dir) if npz_dir else None
+    npz_tmp = None
+    if npz is not None:
+        npz_tmp = npz.with_name(npz.name + ".partial")
+        npz_tmp.mkdir(parents=True, exist_ok=True)
+    people: List[int] = []
+    bar = tqdm(total=source.num_frames, unit="frame", desc="video", disable=not progress)
+
+    def drawn() -> Iterator[Tuple[int, Dict[str, np.ndarray], Prediction]]:
+        for i, frame, pred in predict_frames(predict, source, queue_size):
+            yield i, {s: draw(frame, pred, s) for s in styles}, pred
+
+    try:
+        # drawing happens in the producer thread, encoding here: inference overlaps both
+        for i, pictures, pred in _threaded(drawn(), queue_size, "amanet-infer"):
+            for s, pic in pictures.items():
+                sinks[s].write(_as_bgr(pic, s))
+            if npz_tmp is not None:
+                save_frame_npz(npz_tmp, i, pred)
+            people.append(len(pred))
+            bar.update(1)
+        if not people:
+            raise ValueError(f"{source_path}: no frame could be decoded")
+        written = {s: str(sink.close()) for s, sink in sinks.items()}
+        if npz_tmp is not None:
+            import os
+            import shutil
+            if npz.exists():
+                shutil.rmtree(npz)
+            os.replace(npz_tmp, npz)
+    except BaseException:
+        for sink in sinks.values():
+            sink.abort()
+        if npz_tmp is not None and npz_tmp.exists():
+            import shutil
+            shutil.rmtree(npz_tmp)
+        raise
+    finally:
+        bar.close()
+    return {"frames": len(people), "fps": float(source.fps), "size": [source.width,
+                                                                      source.height],
+            "outputs": written, "people_per_frame": people,
+            "npz": str(npz) if npz is not None else None}
+
+
+def _as_bgr(picture: np.ndarray, style: str) -> np.ndarray:
+    """A picture as a BGR frame: the one-channel part map as gray, the IUV image (RGB = I, U, V)
+    channel-swapped so that the video's red is I."""
+    if picture.ndim == 2:
+        return np.repeat(picture[:, :, None], 3, axis=2)
+    if style == "iuv":
+        return np.ascontiguousarray(picture[:, :, ::-1])
+    return picture
