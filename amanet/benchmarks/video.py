@@ -1,0 +1,171 @@
+"""Video throughput: frames/s of ``amanet video`` against the plain per-frame loop people write
+around Detectron2 (decode, eager fp32 predict, draw, encode, one after another), measured in the
+same run on the same clip.
+
+Clips are made here: the bundled photo panning across the frame, written as H.264 at the asked
+size. The model is a preset with random (smoke) weights and detections forced (score threshold
+0, ``TEST.DETECTIONS_PER_IMAGE`` = N), as in :mod:`.latency`. Every case runs the whole clip end
+to end (decode, inference, drawing, encode) after one warm-up frame; frames/s = frames / wall
+time.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+LOOP = "loop"           # the baseline: sequential per-frame loop, eager fp32
+PIPELINE = "amanet"     # run_video: threaded decode / infer / draw+encode
+
+
+@dataclass
+class VideoResult:
+    mode: str
+    backend: str
+    precision: str
+    height: int
+    width: int
+    detections: int
+    frames: int
+    seconds: float
+    fps: float
+    speedup: float = 0.0    # fps / the loop's fps on the same clip and detections
+
+
+def make_clip(path: Path, height: int, width: int, frames: int, fps: int = 25) -> Path:
+    """The bundled photo, panning 8 px per frame, as an H.264 clip of ``height x width``."""
+    from PIL import Image
+
+    from ..assets import PHOTO
+    from ..data.video_io import VideoSink
+
+    photo = np.asarray(Image.open(PHOTO).convert("RGB").resize((width + 8 * frames, height)))
+    sink = VideoSink(path, width, height, Fraction(fps))
+    for i in range(frames):
+        sink.write(np.ascontiguousarray(photo[:, 8 * i:8 * i + width, ::-1]))
+    return sink.close()
+
+
+def _overrides(detections: int) -> List[str]:
+    return ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE",
+            str(detections)]
+
+
+def make_predictor(family: str, backend: str, precision: str, detections: int,
+                   work_dir: Path, threads: int):
+    """A Predictor with smoke weights (eager) or over their export (openvino/onnxruntime/
+    torchscript), detections forced."""
+    from ..runtime import Predictor
+    from .latency import bench_model, export_artifacts
+
+    if backend == "eager":
+        return Predictor(family, None, overrides=_overrides(detections), precision=precision,
+                         threads=threads)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    artifacts = export_artifacts(bench_model(family, detections), work_dir / f"d{detections}",
+                                 precisions=(precision,) if backend == "torchscript" else ())
+    key = ("torchscript", precision) if backend == "torchscript" else ("onnxruntime", "fp32")
+    return Predictor.from_export(str(artifacts[key]), backend=backend,
+                                 precision=None if backend == "torchscript" else precision,
+                                 threads=threads)
+
+
+def loop_baseline(predictor, clip: Path, out: Path, style: str) -> int:
+    """Decode, predict, draw, encode: one frame after another (no overlap)."""
+    from ..data.video_io import VideoSink, open_video
+    from ..viz import render
+
+    source = open_video(clip)
+    sink = VideoSink(out, source.width, source.height, source.fps)
+    n = 0
+    for frame in source.frames():
+        sink.write(render(frame, predictor(frame), style))
+        n += 1
+    sink.close()
+    return n
+
+
+def time_case(mode: str, predictor, clip: Path, out: Path, style: str) -> Tuple[int, float]:
+    from ..data.video_io import open_video
+    from ..runtime.video import run_video
+
+    predictor(next(open_video(clip).frames()))   # warm-up (one-time kernel set-up)
+    start = time.perf_counter()
+    if mode == LOOP:
+        n = loop_baseline(predictor, clip, out, style)
+    else:
+        n = run_video(predictor.predict, clip, out, [style], progress=False)["frames"]
+    return n, time.perf_counter() - start
+
+
+def run_all(family: str, sizes: Sequence[Tuple[int, int]], detections: Sequence[int],
+            cases: Sequence[Tuple[str, str]], frames: int, work_dir: Path, threads: int = 2,
+            style: str = "magicanimate") -> List[VideoResult]:
+    """The loop baseline, then ``cases`` ((backend, precision) through ``amanet video``), per
+    clip size and detection count."""
+    import torch
+
+    torch.set_num_threads(threads)
+    results: List[VideoResult] = []
+    for h, w in sizes:
+        clip = make_clip(work_dir / f"clip_{h}x{w}.mp4", h, w, frames)
+        for d in detections:
+            runs = [(LOOP, "eager", "fp32")] + [(PIPELINE, b, p) for b, p in cases]
+            base_fps: Optional[float] = None
+            for mode, backend, precision in runs:
+                predictor = make_predictor(family, backend, precision, d, work_dir / "exports",
+                                           threads)
+                n, secs = time_case(mode, predictor, clip, work_dir / f"out_{mode}.mp4", style)
+                r = VideoResult(mode, backend, precision, h, w, d, n, secs, n / secs)
+                base_fps = r.fps if mode == LOOP else base_fps
+                r.speedup = r.fps / base_fps if base_fps else 0.0
+                logger.info("%s %s %s %dx%d %d people: %.2f frames/s (%.2fx)", mode, backend,
+                            precision, h, w, d, r.fps, r.speedup)
+                results.append(r)
+    return results
+
+
+def markdown_table(results: List[VideoResult], header: str = "") -> str:
+    lines = [header, ""] if header else []
+    lines += ["| clip | people | pipeline | backend | precision | frames | s | frames/s | vs loop |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.width}x{r.height} | {r.detections} | {r.mode} | {r.backend} | "
+                     f"{r.precision} | {r.frames} | {r.seconds:.1f} | {r.fps:.3f} | "
+                     f"{r.speedup:.2f}x |")
+    return "\n".join(lines)
+
+
+def bar_chart(results: List[VideoResult], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r.width, r.height, r.detections) for r in results})
+    labels = sorted({(r.mode, r.backend, r.precision) for r in results},
+                    key=lambda k: (k[0] != LOOP, k))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(len(labels), 1)
+    for j, lab in enumerate(labels):
+        ys = [next((r.fps for r in results if (r.width, r.height, r.detections) == g
+                    and (r.mode, r.backend, r.precision) == lab), 0.0) for g in groups]
+        ax.bar(np.arange(len(groups)) + j * width, ys, width, label=" ".join(lab))
+    ax.set_xticks(np.arange(len(groups)) + width * (len(labels) - 1) / 2)
+    ax.set_xticklabels([f"{w}x{h}, {d} people" for w, h, d in groups])
+    ax.set_ylabel("frames/s")
+    ax.set_title("amanet video vs the per-frame loop (same clip, same run)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def to_json(results: List[VideoResult], meta: Dict[str, Any]) -> Dict[str, Any]:
+    return {"meta": meta, "results": [asdict(r) for r in results]}
