@@ -232,6 +232,26 @@ def test_score_threshold_can_leave_nobody(cpp_build, exports, tmp_path):
     assert iuv.shape == (512, 512, 3) and not iuv.any()
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_zero_detections_in_the_graph_for_every_head_kind(cpp_build, family, tmp_path):
+    """An export whose own score threshold leaves nobody: the C++ Predictor runs the empty
+    DensePose branch (TorchScript) and the ONNX If / empty head (OpenVINO) without error."""
+    from amanet.config import load_config
+    from amanet.deploy.onnx import export_onnx
+    from amanet.deploy.torchscript import export_torchscript
+    from amanet.modeling.model import build_model
+    from amanet.modeling.smoke_init import smoke_init_
+
+    model = smoke_init_(build_model(load_config(
+        family, list(OVERRIDES) + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.0"])))
+    for path in (export_torchscript(model, tmp_path / "zero.ts"),
+                 export_onnx(model, tmp_path / "zero.onnx", example_hw=(128, 160))):
+        png = tmp_path / f"{path.suffix[1:]}.png"
+        r, res = _infer(cpp_build, path, IMAGE, png)
+        assert res["people"] == [] and "people  0" in r.stdout, path.suffix
+        assert not np.asarray(Image.open(png)).any()
+
+
 @pytest.mark.parametrize("sizes", [(320, 480), (200, 333), (700, 1000)])
 def test_resize_matches_pil(cpp_build, exports, sizes, tmp_path):
     """libtorch's uint8 antialiased bilinear vs PIL bilinear: <= 1 level on <= 0.5% of values."""
