@@ -186,3 +186,21 @@ def test_rotation_flag_is_honoured(tmp_path):
     assert main(["video", str(rotated), str(out), "--quiet", "--vis", "parts"]) == 0
     o = open_video(out)
     assert (o.width, o.height) == (h, w) and len(list(o.frames())) == 3
+
+
+def test_a_stopped_consumer_shuts_every_stage_down():
+    """Stages chained through bounded queues (decode -> infer+draw) all end when the consumer
+    stops early: no thread left polling, no file left open."""
+    import threading
+    import time
+
+    from amanet.runtime.video import _threaded
+
+    before = set(threading.enumerate())
+    chained = _threaded(_threaded(iter(range(10_000)), 2, "t-inner"), 2, "t-outer")
+    assert next(chained) == 0
+    chained.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and set(threading.enumerate()) - before:
+        time.sleep(0.05)
+    assert not [t.name for t in set(threading.enumerate()) - before]

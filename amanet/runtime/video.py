@@ -43,6 +43,12 @@ def _threaded(items: Iterator, maxsize: int, name: str) -> Iterator:
             q.put(_END)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
             q.put(_Failure(e))
+        finally:
+            # a stopped consumer: close the source here, in its own thread, so that a chain of
+            # these stages (and the decoder's file) shuts down too
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=produce, name=name, daemon=True)
     thread.start()
@@ -99,12 +105,25 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
     draw = draw or render
     source = open_video(source_path)
     paths = output_paths(Path(out_path), list(styles))
-    sinks = {s: VideoSink(p, source.width, source.height, source.fps) for s, p in paths.items()}
+    sinks: Dict[str, VideoSink] = {}
     npz = Path(npz_dir) if npz_dir else None
-    npz_tmp = None
-    if npz is not None:
-        npz_tmp = npz.with_name(npz.name + ".partial")
-        npz_tmp.mkdir(parents=True, exist_ok=True)
+    npz_tmp = npz.with_name(npz.name + ".partial") if npz is not None else None
+
+    def abort() -> None:
+        for sink in sinks.values():
+            sink.abort()
+        if npz_tmp is not None and npz_tmp.exists():
+            import shutil
+            shutil.rmtree(npz_tmp)
+
+    try:
+        for s, p in paths.items():
+            sinks[s] = VideoSink(p, source.width, source.height, source.fps)
+        if npz_tmp is not None:
+            npz_tmp.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        abort()
+        raise
     people: List[int] = []
     bar = tqdm(total=source.num_frames, unit="frame", desc="video", disable=not progress)
 
@@ -131,11 +150,7 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
                 shutil.rmtree(npz)
             os.replace(npz_tmp, npz)
     except BaseException:
-        for sink in sinks.values():
-            sink.abort()
-        if npz_tmp is not None and npz_tmp.exists():
-            import shutil
-            shutil.rmtree(npz_tmp)
+        abort()
         raise
     finally:
         bar.close()
