@@ -1,8 +1,8 @@
 """Video in and out with PyAV (FFmpeg): frames as BGR uint8 arrays, streamed.
 
-- :func:`open_video` reads a video file or a folder of frames (sorted image files) and returns a
-  :class:`VideoSource`: size, frame rate, frame count (when the container says it) and an
-  iterator of frames. A rotation flag in the container is honoured (frames come out upright).
+- :func:`open_video` reads a video file or a folder of frames (sorted image files, 25 frames/s)
+  and returns a :class:`VideoSource`: size, frame rate, frame count (when the container says
+  it) and an iterator of frames. A rotation flag in the container is honoured (frames come out upright).
 - :class:`VideoSink` writes H.264 MP4 (the source's frame rate and size) or a folder of
   lossless PNG frames. H.264 in 4:2:0 needs even sizes: an even-sized video is written as
   yuv420p (what every player reads), an odd-sized one as yuv444p (the exact size, High 4:4:4
