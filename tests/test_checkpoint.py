@@ -49,12 +49,23 @@ def test_detectron2_pkl_and_pth_load_strictly(family_model, tmp_path):
     assert all(torch.equal(v, state[k]) for k, v in fresh2.state_dict().items())
 
 
-def test_amanet_keypoint_head_entries_are_skipped(tmp_path):
+def test_amanet_keypoint_head_entries_are_skipped(tmp_path, caplog):
+    """The keypoint head's entries are dropped with a log line; every other weight loads."""
+    import logging
+
     model = build_model(amanet_config())
     pkl = tmp_path / "ama_with_kpt.pkl"
     d2_pickle(model.state_dict(), pkl,
               extra={"roi_heads.keypoint_head.conv_fcn1.weight": np.zeros((4, 4), np.float32)})
-    load_weights(build_model(amanet_config()), str(pkl))
+    other = build_model(amanet_config())
+    key = "roi_heads.densepose_head.body_conv_fcn1.weight"
+    assert not torch.equal(other.state_dict()[key], model.state_dict()[key])
+    with caplog.at_level(logging.INFO, logger="amanet.checkpoint"):
+        load_weights(other, str(pkl))
+    assert "ignoring 1 checkpoint entries" in caplog.text
+    assert "roi_heads.keypoint_head.conv_fcn1.weight" in caplog.text
+    for k, v in model.state_dict().items():
+        assert torch.equal(other.state_dict()[k], v), k
 
 
 def test_renamed_missing_misshaped_keys_are_named(tmp_path):

@@ -303,7 +303,8 @@ def test_unsupported_value_names_key_and_value(key, value):
         merge_overrides(s1x_config(), [key, value])
     msg = str(info.value)
     assert key in msg or key.rsplit(".", 1)[-1] in msg
-    assert "supported" in msg
+    assert value.strip("'").split(",")[0].strip("[") in msg     # the value given
+    assert "; supported: " in msg, msg        # what would be accepted, not just "unsupported"
 
 
 def test_unsupported_head_name_in_file(tmp_path):

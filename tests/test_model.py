@@ -64,8 +64,13 @@ def test_zero_detections_give_empty_typed_outputs(model):
         model.roi_heads.cfg.roi_heads.score_thresh_test = 0.05
     size, channels = EXPECTED[model.preset]
     assert out["boxes"].shape == (0, 4) and out["scores"].shape == (0,)
+    assert out["classes"].shape == (0,)
+    assert (out["boxes"].dtype, out["scores"].dtype, out["classes"].dtype) == (
+        torch.float32, torch.float32, torch.int64)
+    assert list(out["densepose"]) == list(channels)
     for k, c in channels.items():
         assert out["densepose"][k].shape == (0, c, size, size)
+        assert out["densepose"][k].dtype == torch.float32, k
 
 
 def test_batch_of_two_images_matches_single(model):

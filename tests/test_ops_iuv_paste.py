@@ -64,7 +64,7 @@ def compare(ref, fused, exact=EXACT):
     charts, image = fused
     assert len(charts) == len(ref_charts)
     same = total = 0
-    for a, b in zip(ref_charts, charts):
+    for a, b in zip(ref_charts, charts, strict=True):
         assert b.dtype == torch.uint8 and b.shape == a.shape
         eq = a[0] == b[0]
         same += int(eq.sum())
@@ -175,7 +175,7 @@ def test_non_contiguous_inputs():
     assert not any(t.is_contiguous() for t in (nc[0], nc[1], nc[4], nc[5]))
     expected = iuv_paste_fused(*args, MODE_AMANET, 0.3, (240, 320))
     got = iuv_paste_fused(*nc, MODE_AMANET, 0.3, (240, 320))
-    for a, b in zip(expected[0], got[0]):
+    for a, b in zip(expected[0], got[0], strict=True):
         assert torch.equal(a, b)
     assert torch.equal(expected[1], got[1])
 
@@ -186,12 +186,12 @@ def test_packed_layout_and_views():
     assert offsets.tolist() == [0, 12, 22, 23] and charts.shape == (3 * 23,)
     assert image.shape == (0,)
     views = unpack_charts(charts, offsets, args[4])
-    for i, (view, (w, h)) in enumerate(zip(views, [(4, 3), (2, 5), (1, 1)])):
+    for i, (view, (w, h)) in enumerate(zip(views, [(4, 3), (2, 5), (1, 1)], strict=True)):
         assert view.shape == (3, h, w) and view.is_contiguous()
         assert view.data_ptr() == charts.data_ptr() + 3 * int(offsets[i])
     fused, none = iuv_paste_fused(*args, MODE_S1X, 0.3, (240, 320), whole_image=False)
     assert none is None
-    for a, b in zip(views, fused):
+    for a, b in zip(views, fused, strict=True):
         assert torch.equal(a, b)
 
 
@@ -271,7 +271,7 @@ def test_torchscript_script_save_load(tmp_path):
     loaded = torch.jit.load(str(path))
     got = loaded(*args, image)
     expected = torch.ops.amanet.iuv_paste(*args, MODE_AMANET, 0.3, 90, 110, True)
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=True):
         assert torch.equal(a, b)
     assert "amanet::iuv_paste" in loaded.graph.str() or "amanet::iuv_paste" in str(loaded.inlined_graph)
 
@@ -404,7 +404,7 @@ def test_predictor_postprocess_uses_one_call_and_keeps_behaviour():
                                           pred.cfg.densepose.mask_gate_threshold)
         iuv = pp.paste_iuv(charts, xywh.tolist(), fused.scores.tolist(), (180, 240)).numpy()
         assert keep == 4  # the empty box is dropped
-        for a, b in zip(charts, fused.charts):
+        for a, b in zip(charts, fused.charts, strict=True):
             assert np.array_equal(a.numpy(), b) if EXACT else (a.numpy() == b).mean() > 0.999
         assert np.array_equal(iuv, fused.iuv) if EXACT else (iuv == fused.iuv).mean() > 0.999
 

@@ -108,7 +108,7 @@ def test_head_gates(ama_fixture, ama_run):
 def test_head_gated_paths_and_output(ama_fixture, ama_run):
     ref = ama_fixture["ref"]["head"]
     assert len(ama_run["gated"]) == 4
-    for g, stats in zip(ama_run["gated"], ref["gated_G_stats"]):
+    for g, stats in zip(ama_run["gated"], ref["gated_G_stats"], strict=True):
         _stats_err(g, stats)
     g = ama_run["gated"]
     _stats_err(g[0] + g[1] + g[2] + g[3], ref["gated_sum_stats"])
@@ -154,7 +154,7 @@ def test_iuv_from_our_outputs(ama_fixture, ama_run):
     out = ama_run["folded"]
     charts = iuv_charts_amanet(out["index_uv"], out["u"], out["v"], out["m"], post["boxes_xywh"],
                                post["gate_threshold"])
-    for chart, ref in zip(charts, post["iuv_uint8"]):
+    for chart, ref in zip(charts, post["iuv_uint8"], strict=True):
         ref = torch.as_tensor(ref)
         assert chart.dtype == torch.uint8 and chart.shape == ref.shape
         same = chart[0] == ref[0]
@@ -223,7 +223,7 @@ def test_forward_train_matches_forward(tmp_path):
         ref_inter = pred.forward_intermediate(head_out, stages, bbox_params)
     for k in ref_main:
         torch.testing.assert_close(main[k], ref_main[k])
-    for stage, ref_stage in zip(inter, ref_inter):
+    for stage, ref_stage in zip(inter, ref_inter, strict=True):
         for k in ref_stage:
             torch.testing.assert_close(stage[k], ref_stage[k])
 
@@ -249,7 +249,7 @@ def test_torchscript_roundtrip(tmp_path):
     with torch.no_grad():
         s_out, s_gated = s_head(x)
         torch.testing.assert_close(s_out, head_out)
-        for a, b in zip(s_gated, gated):
+        for a, b in zip(s_gated, gated, strict=True):
             torch.testing.assert_close(a, b)
         s_res = s_pred(s_out, None, None, True)
         for k in eager:

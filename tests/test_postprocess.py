@@ -58,7 +58,7 @@ def test_amanet_charts_from_stored_outputs():
     out, post = ref["outputs"], ref["postprocess"]
     charts = iuv_charts_amanet(out["index_uv"], out["u"], out["v"], out["m"], post["boxes_xywh"],
                                post["gate_threshold"])
-    for chart, expected in zip(charts, post["iuv_uint8"]):
+    for chart, expected in zip(charts, post["iuv_uint8"], strict=True):
         expected = torch.as_tensor(expected)
         assert chart.dtype == torch.uint8 and chart.shape == expected.shape
         same = chart[0] == expected[0]

@@ -644,7 +644,8 @@ def _finalize(cfg: Config) -> Config:
         dp.predictor_name = _S1X_PREDICTORS[1 if with_conf else 0]
         if dp.kpt_on:
             raise ConfigError(f"MODEL.KEYPOINT_ON / {_DP}KPT_ON=True is not supported with "
-                              f"{dp.name} (keypoints exist only in the AMANet family)")
+                              f"{dp.name}; supported: False (keypoints exist only in the "
+                              "AMANet family)")
     else:
         for key, on in (("UV_CONFIDENCE.ENABLED", dp.uv_confidence_enabled),
                         ("SEGM_CONFIDENCE.ENABLED", dp.segm_confidence_enabled)):
