@@ -79,31 +79,64 @@ def test_zero_detections_are_empty_and_typed(photo):
     assert pred.to_coco_json() == []
 
 
-@pytest.mark.parametrize("mode,dtype", [("L", np.uint8), ("RGBA", np.uint8), ("I;16", np.uint16),
-                                        ("P", np.uint8)])
-def test_image_modes_are_converted(tmp_path, predictor, photo, mode, dtype):
+def _same_people(a, b):
+    """Two predictions of the same pixels: equal boxes, scores and whole-image IUV."""
+    assert len(a) == len(b) > 0
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.iuv, b.iuv)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16", "P"])
+def test_image_modes_give_the_same_people_as_their_8bit_rgb(tmp_path, predictor, photo, mode):
+    """Each file mode decodes to exactly the pixels of its 8-bit RGB equivalent, so the model
+    sees the same image: gray (and its 16-bit x 257 form) as gray RGB, opaque RGBA as RGB, a
+    palette image as its colours."""
     rgb = photo[:, :, ::-1]
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
     if mode == "L":
-        im = Image.fromarray(rgb).convert("L")
+        im, same = Image.fromarray(gray), np.repeat(gray[:, :, None], 3, axis=2)
     elif mode == "RGBA":
-        im = Image.fromarray(rgb).convert("RGBA")
+        im, same = Image.fromarray(rgb).convert("RGBA"), rgb
     elif mode == "P":
         im = Image.fromarray(rgb).convert("P")
+        same = np.asarray(im.convert("RGB"))
     else:
-        gray = np.asarray(Image.fromarray(rgb).convert("L")).astype(np.uint16) * 257
-        im = Image.fromarray(gray)
+        im = Image.fromarray(gray.astype(np.uint16) * 257)
         assert im.mode == "I;16"
+        same = np.repeat(gray[:, :, None], 3, axis=2)
     path = tmp_path / f"img_{mode.replace(';', '')}.png"
     im.save(path)
-    check_prediction(predictor(str(path)), photo.shape[:2])
+    ref = tmp_path / "ref.png"
+    Image.fromarray(np.ascontiguousarray(same)).save(ref)
+    from amanet.data.image_io import read_image
+    np.testing.assert_array_equal(read_image(path), read_image(ref))
+    _same_people(predictor(str(path)), predictor(str(ref)))
 
 
-def test_array_variants(predictor, photo):
+def test_array_variants_give_the_same_people(predictor, photo):
     gray = photo[:, :, 1]
-    check_prediction(predictor(gray), gray.shape)
+    _same_people(predictor(gray), predictor(np.repeat(gray[:, :, None], 3, axis=2)))
     rgba = np.concatenate([photo, np.full(photo.shape[:2] + (1,), 255, np.uint8)], axis=2)
-    check_prediction(predictor(rgba), photo.shape[:2])
-    check_prediction(predictor(photo.astype(np.uint16) * 257), photo.shape[:2])
+    _same_people(predictor(rgba), predictor(photo))
+    _same_people(predictor(photo.astype(np.uint16) * 257), predictor(photo))
+
+
+def test_exif_orientation_is_applied(tmp_path, predictor, photo):
+    """A JPEG stored sideways with EXIF orientation 6 (display: 90 degrees clockwise) is read
+    upright: the same pixels as turning the stored ones, and the people found on them."""
+    from amanet.data.image_io import read_image
+
+    stored = np.ascontiguousarray(np.rot90(photo[:, :, ::-1], 1))      # RGB, turned left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.jpg"
+    Image.fromarray(stored).save(path, exif=exif.tobytes(), quality=95)
+    decoded = np.asarray(Image.open(path).convert("RGB"))                 # the stored pixels
+    upright = read_image(path)
+    assert upright.shape == photo.shape
+    np.testing.assert_array_equal(upright, np.ascontiguousarray(np.rot90(decoded, -1)[:, :, ::-1]))
+    _same_people(predictor(str(path)), predictor(np.ascontiguousarray(upright)))
 
 
 @pytest.mark.parametrize("hw", [(16, 16), (4000, 6000)])
