@@ -15,6 +15,20 @@ from amanet.data import matfile
 from amanet.data.densepose_coco import (FLIP_MASK_MAP, FLIP_PART_MAP, KEYPOINT_FLIP_MAP,
                                         DensePoseAnnotation, decode_dp_masks, encode_dp_masks,
                                         load_densepose_coco)
+
+# The flip tables, written out (Detectron2's DensePoseTransformData POINT_LABEL_SYMMETRIES /
+# MASK_LABEL_SYMMETRIES; COCO's keypoint left/right pairs): the tests index these, not the
+# tables of the code under test.
+PART_FLIP = np.array([0, 1, 2, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19,
+                      22, 21, 24, 23])
+MASK_FLIP = np.array([0, 1, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 14])
+KEYPOINT_FLIP = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
+
+
+def test_flip_tables_are_detectron2s():
+    np.testing.assert_array_equal(FLIP_PART_MAP, PART_FLIP)
+    np.testing.assert_array_equal(FLIP_MASK_MAP, MASK_FLIP)
+    np.testing.assert_array_equal(KEYPOINT_FLIP_MAP, KEYPOINT_FLIP)
 from amanet.data.synthetic import generate_dataset, synthetic_symmetry, synthetic_uv_flip
 from amanet.data.transforms import resized_shape
 
@@ -169,17 +183,17 @@ def test_flip_remaps_parts_uv_masks_boxes_keypoints():
     dp, fdp = ann["dp"], fa["dp"]
     np.testing.assert_allclose(fdp.x, 256 - dp.x)
     np.testing.assert_array_equal(fdp.y, dp.y)
-    np.testing.assert_array_equal(fdp.i, FLIP_PART_MAP[dp.i])
+    np.testing.assert_array_equal(fdp.i, PART_FLIP[dp.i])
     u, v = synthetic_uv_flip(dp.i, dp.u, dp.v)
     np.testing.assert_allclose(fdp.u, u)
     np.testing.assert_allclose(fdp.v, v)
     # a hand point (part 3) wraps: u -> (1 - u) mod 1, a leg half point: u -> 1 - u
     np.testing.assert_allclose(synthetic_uv_flip(np.array([3, 9]), np.array([0.0, 0.2]),
                                                  np.array([0.4, 0.4]))[0], [0.0, 0.8], atol=1e-7)
-    np.testing.assert_array_equal(fdp.masks, FLIP_MASK_MAP[dp.masks[:, ::-1]])
+    np.testing.assert_array_equal(fdp.masks, MASK_FLIP[dp.masks[:, ::-1]])
     kp = ann["keypoints"]
-    np.testing.assert_allclose(fa["keypoints"][:, 0], 120 - kp[KEYPOINT_FLIP_MAP, 0])
-    np.testing.assert_allclose(fa["keypoints"][:, 2], kp[KEYPOINT_FLIP_MAP, 2])
+    np.testing.assert_allclose(fa["keypoints"][:, 0], 120 - kp[KEYPOINT_FLIP, 0])
+    np.testing.assert_allclose(fa["keypoints"][:, 2], kp[KEYPOINT_FLIP, 2])
     assert fa["segmentation"][0][0::2] == [110.0, 60.0, 60.0]
     # inputs untouched
     assert ann["dp"] is dp and ann["bbox"][0] == 10.0
@@ -226,7 +240,7 @@ def test_flip_tables_use_detectron2_lookup_and_load_from_mat(tmp_path):
         loaded = A.FlipSymmetry.from_mat(p)
         np.testing.assert_array_equal(loaded.u_table, ut)
         np.testing.assert_array_equal(loaded.v_table, vt)
-        np.testing.assert_array_equal(loaded.part_map, FLIP_PART_MAP)
+        np.testing.assert_array_equal(loaded.part_map, PART_FLIP)
 
 
 def test_matfile_reads_a_hand_packed_v5_file(tmp_path):
