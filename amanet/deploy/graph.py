@@ -47,11 +47,6 @@ def _nms(boxes: Tensor, scores: Tensor, iou: float) -> Tensor:
     return torch.ops.amanet.nms(boxes, scores, iou)
 
 
-def _roi_align(x: Tensor, rois: Tensor, size: int, scale: float, sampling: int,
-               aligned: bool) -> Tensor:
-    return torch.ops.amanet.roi_align(x, rois, scale, size, size, sampling, aligned)
-
-
 def _batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou: float) -> Tensor:
     """NMS within groups via the coordinate-offset trick (same result as per-group NMS)."""
     if boxes.shape[0] == 0:
