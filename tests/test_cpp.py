@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "cpp-test"
@@ -73,7 +74,7 @@ def _generator_args():
 
 
 @pytest.fixture(scope="session")
-def cpp_build(tmp_path_factory):
+def cpp_build(request, tmp_path_factory):
     """Configure (first time), build, and install into a temporary prefix."""
     if not shutil.which("cmake"):
         _unavailable("cmake is not installed")
@@ -88,13 +89,13 @@ def cpp_build(tmp_path_factory):
         _timed("configure_s", _locked(configure), what="cmake configure")
     jobs = os.environ.get("AMANET_BUILD_JOBS", "2")
     _timed("build_s", _locked(["cmake", "--build", BUILD, "-j", jobs]), what="cmake --build")
-    prefix = tmp_path_factory.mktemp("amanet_install")
+    prefix = scratch_dir(request, tmp_path_factory, "amanet_install")
     _timed("install_s", ["cmake", "--install", BUILD, "--prefix", prefix], what="cmake --install")
     return {"build": BUILD, "prefix": prefix, "infer": BUILD / "amanet_infer"}
 
 
 @pytest.fixture(scope="session")
-def exports(tmp_path_factory):
+def exports(request, tmp_path_factory):
     """Small TorchScript and ONNX exports of every head kind + the Python Predictor's results
     on IMAGE."""
     from amanet.config import load_config
@@ -109,7 +110,7 @@ def exports(tmp_path_factory):
 
     if not load_library():
         _unavailable("amanet._C is not built")
-    d = tmp_path_factory.mktemp("cpp_exports")
+    d = scratch_dir(request, tmp_path_factory, "cpp_exports")
     bgr = read_image(IMAGE)
     out = {}
     for family in FAMILIES:

@@ -31,13 +31,14 @@ def test_flip_tables_are_detectron2s():
     np.testing.assert_array_equal(KEYPOINT_FLIP_MAP, KEYPOINT_FLIP)
 from amanet.data.synthetic import generate_dataset, synthetic_symmetry, synthetic_uv_flip
 from amanet.data.transforms import resized_shape
+from scratch import scratch_dir
 
 SIZE = (128, 176)
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dp")
+def dataset(request, tmp_path_factory):
+    out = scratch_dir(request, tmp_path_factory, "dp")
     path = generate_dataset(str(out), 3, seed=4, image_size=SIZE, people=(2, 3))
     return Path(path), out
 

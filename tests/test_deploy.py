@@ -19,6 +19,7 @@ from amanet.modeling.smoke_init import smoke_init_
 from amanet.ops.library import load_library
 from amanet.runtime.backends import (EagerBackend, OnnxRuntimeBackend, OpenVINOBackend,
                                      TorchScriptBackend, flat_outputs)
+from scratch import scratch_dir
 
 pytestmark = pytest.mark.skipif(not load_library() or not hasattr(torch.ops.amanet, "nms"),
                                 reason="amanet._C with roi_align/nms is not built")
@@ -54,7 +55,7 @@ def exported(request, tmp_path_factory):
 
     preset = request.param
     model = make_model(preset)
-    d = tmp_path_factory.mktemp(f"export_{preset}")
+    d = scratch_dir(request, tmp_path_factory, f"export_{preset}")
     ts = export_torchscript(model, d / "model.ts")
     ox = export_onnx(model, d / "model.onnx", example_hw=(160, 224))
     return {"preset": preset, "family": model.cfg.family, "model": model, "ts": str(ts),

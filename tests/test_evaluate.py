@@ -11,6 +11,7 @@ import pytest
 from amanet.data import matfile
 from amanet.data.densepose_coco import encode_dp_masks
 from amanet.engine import evaluate as E
+from scratch import scratch_dir
 
 K_TORSO = 0.351                         # official k of parts 1, 2 (torso group)
 
@@ -168,9 +169,9 @@ def test_points_outside_the_detection_score_zero():
 
 # --------------------------------------------------------------------------- synthetic data
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
+def synth(request, tmp_path_factory):
     from amanet.data import synthetic as S
-    out = tmp_path_factory.mktemp("ev")
+    out = scratch_dir(request, tmp_path_factory, "ev")
     size = (192, 256)
     path = S.generate_dataset(str(out), 6, seed=21, image_size=size)
     gt = json.loads(Path(path).read_text())

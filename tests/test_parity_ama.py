@@ -13,6 +13,7 @@ from amanet.modeling.heads.ama import AMAHead
 from amanet.modeling.predictors.ama import AMAPredictor
 from amanet.modeling.postprocess import iuv_charts_amanet
 from amanet.ops.aggregation import adaptive_aggregation, adaptive_aggregation_reference
+from scratch import scratch_dir
 
 HEAD = "roi_heads.densepose_head."
 PRED = "roi_heads.densepose_predictor."
@@ -36,9 +37,9 @@ def _stats_err(t: torch.Tensor, stats) -> float:
 
 # ---------------------------------------------------------------------------- fixture parity
 @pytest.fixture(scope="session")
-def ama_fixture(tmp_path_factory):
+def ama_fixture(request, tmp_path_factory):
     root = fixture_dir("ama_head")
-    weights_path = tmp_path_factory.mktemp("ama_head") / "ama_head_weights.pt"
+    weights_path = scratch_dir(request, tmp_path_factory, "ama_head") / "ama_head_weights.pt"
     make_fixture_weights(root, weights_path)
     weights = torch.load(weights_path, weights_only=True)
     weights_path.unlink()  # ~300 MB; everything needed is in memory now

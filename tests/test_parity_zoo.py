@@ -16,6 +16,7 @@ import torch
 from fixtures_path import fixture_dir, make_fixture_weights
 
 from amanet.runtime import Predictor
+from scratch import scratch_dir
 
 ZOO = ["R_50_FPN_s1x", "R_50_FPN_DL_s1x", "R_101_FPN_DL_WC2M_s1x", "R_50_FPN_WC1_s1x",
        "R_50_FPN_s1x_legacy"]
@@ -35,7 +36,7 @@ BASE_FIELDS = ["coarse_segm", "fine_segm", "u", "v"]
 def zoo(request, tmp_path_factory):
     name = request.param
     root = fixture_dir(f"d2_zoo/{name}")
-    pkl = make_fixture_weights(root, tmp_path_factory.mktemp("zoo") / f"{name}.pkl")
+    pkl = make_fixture_weights(root, scratch_dir(request, tmp_path_factory, "zoo") / f"{name}.pkl")
     pred = Predictor(str(root / "config_effective.yaml"), weights=str(pkl))
     pkl.unlink()  # 240-340 MB each
     image = np.load(root / "input_bgr_uint8.npy")

@@ -26,6 +26,7 @@ from amanet.modeling.smoke_init import smoke_init_
 from amanet.ops.library import load_library
 from amanet.runtime import Predictor
 from amanet.runtime.precision import PrecisionError, autocast, check_precision, cpu_isa
+from scratch import scratch_dir
 
 pytestmark = pytest.mark.skipif(not load_library(), reason="amanet._C is not built")
 
@@ -146,9 +147,9 @@ def _iou(a, b):
 
 
 @pytest.fixture(scope="module")
-def s1x_fixture(tmp_path_factory):
+def s1x_fixture(request, tmp_path_factory):
     root = fixture_dir("d2_s1x")
-    pkl = tmp_path_factory.mktemp("d2w") / "d2_s1x_weights.pkl"
+    pkl = scratch_dir(request, tmp_path_factory, "d2w") / "d2_s1x_weights.pkl"
     make_fixture_weights(root, pkl)
     return root, str(pkl), np.load(root / "input_bgr_uint8.npy")
 
@@ -276,10 +277,10 @@ def test_export_cli_writes_a_bf16_torchscript(tmp_path, capsys):
 # --- OpenVINO backend: cache, threads, missing runtime -------------------------------------------
 
 @pytest.fixture(scope="module")
-def s1x_onnx(tmp_path_factory):
+def s1x_onnx(request, tmp_path_factory):
     from amanet.deploy.onnx import export_onnx
 
-    return export_onnx(smoke_model("s1x"), tmp_path_factory.mktemp("ov") / "s1x.onnx",
+    return export_onnx(smoke_model("s1x"), scratch_dir(request, tmp_path_factory, "ov") / "s1x.onnx",
                        example_hw=(160, 224))
 
 

@@ -10,13 +10,14 @@ import pytest
 from amanet.data import synthetic as S
 from amanet.data.densepose_coco import (FINE_TO_COARSE, FLIP_PART_MAP, MASK_SIZE,
                                         load_densepose_coco)
+from scratch import scratch_dir
 
 SIZE = (160, 224)
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
+def dataset(request, tmp_path_factory):
+    out = scratch_dir(request, tmp_path_factory, "synth")
     path = S.generate_dataset(str(out), 4, seed=11, image_size=SIZE)
     return Path(path), out
 

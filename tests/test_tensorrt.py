@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from amanet.deploy import tensorrt as trtmod  # noqa: E402
 from amanet.deploy.tensorrt import (TRT10_ONNX_OPS, TRT10_UNSUPPORTED_ONNX_OPS,  # noqa: E402
                                     TensorRTUnavailable, check_trt_compatibility)
+from scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "export" / "to_trt.py"
@@ -684,8 +685,8 @@ def real_onnx(request, tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(load_config(request.param))
     smoke_init_(model)
-    return export_onnx(model, tmp_path_factory.mktemp("trt") / f"{request.param}_m8.onnx",
-                       max_detections=8, example_hw=(128, 160))   # small: faster tracing
+    out = scratch_dir(request, tmp_path_factory, "trt") / f"{request.param}_m8.onnx"
+    return export_onnx(model, out, max_detections=8, example_hw=(128, 160))   # small: faster tracing
 
 
 def test_real_graph_is_trt_compatible(real_onnx):

@@ -21,6 +21,7 @@ from amanet import cli
 from amanet.engine.train import (WarmupMultiStep, build_optimizer, last_checkpoint,
                                  load_training_state)
 from train_fixtures import tiny_config, tiny_overrides
+from scratch import scratch_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools + numpy 2
 
@@ -40,9 +41,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def synthetic_env(tmp_path_factory):
+def synthetic_env(request, tmp_path_factory):
     """Synthetic data in a private cache; DensePose-COCO names fall back to it."""
-    cache = tmp_path_factory.mktemp("amanet_cache")
+    cache = scratch_dir(request, tmp_path_factory, "amanet_cache")
     saved = {k: os.environ.get(k) for k in ("AMANET_CACHE", "AMANET_SYNTHETIC_FALLBACK")}
     os.environ["AMANET_CACHE"] = str(cache)
     os.environ["AMANET_SYNTHETIC_FALLBACK"] = "6"
@@ -125,9 +126,9 @@ def test_batch_loss_is_mean_of_single_image_losses(family):
 
 # ----------------------------------------------------------------------------- train + resume
 @pytest.fixture(scope="module")
-def s1x_run(tmp_path_factory):
+def s1x_run(request, tmp_path_factory):
     """The seed's training command line, s1x family: 8 iterations, checkpoint every 4."""
-    out = tmp_path_factory.mktemp("s1x_run") / "work_dirs" / "s1x"
+    out = scratch_dir(request, tmp_path_factory, "s1x_run") / "work_dirs" / "s1x"
     run_cli(["train", "--config-file", S1X_CFG, "-q"] + tiny_overrides(
         "s1x", str(out), max_iter=8,
         extra=["SOLVER.CHECKPOINT_PERIOD", "4", "DATASETS.TEST", "()"]))
@@ -188,10 +189,10 @@ def test_resume_reproduces_uninterrupted_run_exactly(s1x_run, tmp_path):
 
 # ----------------------------------------------------------------------------- DDP
 @pytest.fixture(scope="module")
-def ama_runs(tmp_path_factory):
+def ama_runs(request, tmp_path_factory):
     """The seed's AMANet command line with ``--num-gpus 1`` and ``--num-gpus 2`` (2 gloo
     processes on the CPU), same total batch, 2 iterations."""
-    root = tmp_path_factory.mktemp("ama")
+    root = scratch_dir(request, tmp_path_factory, "ama")
     outs = {}
     for n in (1, 2):
         out = root / f"x{n}"
