@@ -158,12 +158,20 @@ def cmd_video(args: argparse.Namespace) -> int:
     def draw(frame, pred, style):
         return render(frame, pred, style, args.cmap, args.alpha, gate)
 
+    smoother = None
+    if args.smooth:
+        smoother = predictor.temporal_smoother(
+            **({} if args.smooth_alpha is None else {"dense_alpha": args.smooth_alpha}))
+    elif args.smooth_alpha is not None:
+        raise ValueError("--smooth-alpha needs --smooth")
     summary = run_video(predictor.predict, args.input, args.output, styles, draw=draw,
-                        npz_dir=args.save_npz, progress=not args.quiet)
+                        npz_dir=args.save_npz, progress=not args.quiet, smoother=smoother)
     if not args.quiet:
         people = summary["people_per_frame"]
+        tracked = (f", {summary['smoothing']['tracks']} people tracked"
+                   if summary["smoothing"] else "")
         print(f"{args.input}: {summary['frames']} frames at {summary['fps']:.3f} fps, "
-              f"{sum(people) / max(len(people), 1):.1f} people per frame -> "
+              f"{sum(people) / max(len(people), 1):.1f} people per frame{tracked} -> "
               f"{', '.join(summary['outputs'].values())}")
     return 0
 
@@ -245,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="pictures, comma-separated (as for predict; default: magicanimate)")
     vi.add_argument("--save-npz", default=None, metavar="DIR",
                     help="also write each frame's raw result as DIR/frame_NNNNNN.npz")
+    vi.add_argument("--smooth", action="store_true",
+                    help="track people across frames (track_ids in the .npz) and smooth their "
+                    "boxes and DensePose outputs over time: parts stop flickering")
+    vi.add_argument("--smooth-alpha", type=float, default=None, metavar="A",
+                    help="with --smooth: weight of the current frame's DensePose outputs, in "
+                    "(0, 1]; lower is smoother, 1 only tracks (default: TemporalSmoother's)")
     for flag in ("--config", "--weights", "--device", "--backend", "--precision", "--threads",
                  "--cmap", "--alpha", "--opts"):
         action = next(a for a in pr._actions if flag in a.option_strings)

@@ -1135,11 +1135,7 @@ def render_pose(pose: Pose, image_size: Tuple[int, int], scale: float,
     """Labels of one body: ``{"I", "U", "V", "z"}`` maps of ``image_size``; pixel centre
     ``(c + .5, r + .5)`` sees camera point ``X = (c + .5 - ox) / scale``,
     ``Y = -(r + .5 - oy) / scale``."""
-    H, W = int(image_size[0]), int(image_size[1])
-    buf = {"z": np.full((H, W), -np.inf), "person": np.full((H, W), -1, np.int16),
-           "I": np.zeros((H, W), np.uint8), "U": np.zeros((H, W), np.float32),
-           "V": np.zeros((H, W), np.float32), "shade": np.zeros((H, W), np.float32),
-           "mat": np.zeros((H, W), np.uint8)}
+    buf = _new_buffers(int(image_size[0]), int(image_size[1]))
     _render_person(pose_body(pose, shape), float(scale), float(offset[0]), float(offset[1]),
                    0.0, 0, buf)
     return {"I": buf["I"], "U": buf["U"], "V": buf["V"], "z": buf["z"]}
@@ -1196,20 +1192,33 @@ def _interior(mask: np.ndarray, r: int) -> np.ndarray:
                      borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
 
 
+def _new_buffers(H: int, W: int) -> Dict[str, np.ndarray]:
+    return {"z": np.full((H, W), -np.inf), "person": np.full((H, W), -1, np.int16),
+            "I": np.zeros((H, W), np.uint8), "U": np.zeros((H, W), np.float32),
+            "V": np.zeros((H, W), np.float32), "shade": np.zeros((H, W), np.float32),
+            "mat": np.zeros((H, W), np.uint8)}
+
+
+def _place_person(body: PosedPerson, k: float, ox: float, oy: float, idx: int,
+                  buf: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """Render person ``idx`` (``3 idx`` deeper than person 0) into ``buf``; its info entry."""
+    depth_offset = 3.0 * idx
+    _render_person(body, k, ox, oy, depth_offset, idx, buf)
+    kp = np.stack([ox + body.keypoints3d[:, 0] * k, oy - body.keypoints3d[:, 1] * k,
+                   body.keypoints3d[:, 2] + depth_offset], axis=1)
+    return {"scale": k, "offset": (ox, oy), "depth_offset": depth_offset,
+            "keypoints": kp, "keypoint_radius": body.keypoint_radius}
+
+
 def render_sample(seed: int, image_id: int, image_size: Tuple[int, int] = (320, 480),
                   people: Tuple[int, int] = (1, 3), shape: BodyShape = BodyShape(),
                   points_per_person: int = 100) -> SyntheticSample:
     """Render image ``image_id`` of the world with ``seed`` (deterministic)."""
-    from pycocotools import mask as mask_utils
-
     rng = np.random.default_rng([int(seed), int(image_id)])
     H, W = int(image_size[0]), int(image_size[1])
     img = _background(rng, H, W)
     n_people = int(rng.integers(people[0], people[1] + 1))
-    buf = {"z": np.full((H, W), -np.inf), "person": np.full((H, W), -1, np.int16),
-           "I": np.zeros((H, W), np.uint8), "U": np.zeros((H, W), np.float32),
-           "V": np.zeros((H, W), np.float32), "shade": np.zeros((H, W), np.float32),
-           "mat": np.zeros((H, W), np.uint8)}
+    buf = _new_buffers(H, W)
     specs = []
     for _ in range(n_people):
         pose = sample_pose(rng)
@@ -1223,13 +1232,19 @@ def render_sample(seed: int, image_id: int, image_size: Tuple[int, int] = (320, 
         xmin, xmax, ymin, ymax = _project_bounds(body, k)
         ox = float(rng.uniform(-xmin - 0.15 * (xmax - xmin), W - xmax + 0.15 * (xmax - xmin)))
         oy = float(rng.uniform(-ymin - 0.1 * (ymax - ymin), H - ymax + 0.1 * (ymax - ymin)))
-        depth_offset = 3.0 * idx
-        _render_person(body, k, ox, oy, depth_offset, idx, buf)
+        infos.append({"pose": pose, **_place_person(body, k, ox, oy, idx, buf)})
         looks.append(_person_look(rng))
-        kp = np.stack([ox + body.keypoints3d[:, 0] * k, oy - body.keypoints3d[:, 1] * k,
-                       body.keypoints3d[:, 2] + depth_offset], axis=1)
-        infos.append({"pose": pose, "scale": k, "offset": (ox, oy), "depth_offset": depth_offset,
-                      "keypoints": kp, "keypoint_radius": body.keypoint_radius})
+    return _finish_sample(img, buf, looks, infos, rng, shape, points_per_person)
+
+
+def _finish_sample(img: np.ndarray, buf: Dict[str, np.ndarray], looks: List[_PersonLook],
+                   infos: List[Dict[str, Any]], rng: np.random.Generator, shape: BodyShape,
+                   points_per_person: int) -> SyntheticSample:
+    """Shade the rendered people over the background ``img`` (float), add sensor noise and
+    write the annotations (box, mask, keypoints, sampled IUV points, coarse masks)."""
+    from pycocotools import mask as mask_utils
+
+    H, W = buf["z"].shape
     img = _shade_people(img, buf, looks, rng, shape)
     img = img + rng.normal(0.0, float(rng.uniform(0.0, 5.0)), img.shape)
     image = np.clip(np.round(img), 0, 255).astype(np.uint8)
@@ -1324,12 +1339,31 @@ def generate_dataset(out_dir: str, num_images: int, seed: int = 0,
             f.write(buf.getvalue())
         images.append({"id": image_id, "file_name": rel, "height": int(image_size[0]),
                        "width": int(image_size[1])})
-        for a in s.annotations:
-            a = {k: v for k, v in a.items() if not k.startswith("_")}
-            a["id"] = ann_id
-            a["image_id"] = image_id
-            ann_id += 1
-            annotations.append(a)
+        entries = coco_annotations(s, image_id, ann_id)
+        ann_id += len(entries)
+        annotations.extend(entries)
+    path = os.path.join(out_dir, "annotations.json")
+    write_dataset_json(path, images, annotations, seed, image_size, people)
+    return path
+
+
+def coco_annotations(sample: SyntheticSample, image_id: int, first_id: int
+                     ) -> List[Dict[str, Any]]:
+    """``sample``'s annotations as DensePose-COCO entries (ids from ``first_id``)."""
+    out = []
+    for n, a in enumerate(sample.annotations):
+        a = {k: v for k, v in a.items() if not k.startswith("_")}
+        a["id"] = first_id + n
+        a["image_id"] = image_id
+        out.append(a)
+    return out
+
+
+def write_dataset_json(path: str, images: List[Dict[str, Any]],
+                       annotations: List[Dict[str, Any]], seed: int,
+                       image_size: Tuple[int, int], people: Tuple[int, int]) -> None:
+    """The DensePose-COCO JSON of synthetic images (``info.body_model`` names the geodesics
+    the evaluator must use)."""
     data = {
         "info": {"description": "amanet synthetic DensePose world", "body_model": BODY_MODEL_TAG,
                  "seed": int(seed), "image_size": [int(image_size[0]), int(image_size[1])],
@@ -1338,10 +1372,8 @@ def generate_dataset(out_dir: str, num_images: int, seed: int = 0,
         "categories": [{"id": 1, "name": "person", "supercategory": "person",
                         "keypoints": list(KEYPOINT_NAMES), "skeleton": KEYPOINT_SKELETON}],
     }
-    path = os.path.join(out_dir, "annotations.json")
     with open(path, "w") as f:
         json.dump(data, f, separators=(",", ":"))
-    return path
 
 
 class SyntheticBody:

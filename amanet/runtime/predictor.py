@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from .backends import (BACKENDS, EagerBackend, OnnxRuntimeBackend, OpenVINOBacke
 from .memory import retain_freed_memory
 from .precision import PrecisionError, check_precision
 from .result import Prediction
+
+if TYPE_CHECKING:
+    from .tracking import TemporalSmoother
 
 logger = logging.getLogger(__name__)
 
@@ -181,14 +185,19 @@ class Predictor:
     def predict_many(self, images: Iterable[ImageLike]) -> List[Prediction]:
         return [self.predict(im) for im in images]
 
-    def predict_video(self, source, prefetch: int = 4) -> Iterator[Tuple[int, Prediction]]:
+    def predict_video(self, source, prefetch: int = 4, smooth: bool = False,
+                      **smoothing) -> Iterator[Tuple[int, Prediction]]:
         """``(frame index, Prediction)`` for every frame of a video file or a folder of frames,
         streamed (frames decoded ``prefetch`` ahead in a thread; memory does not grow with the
-        video). :func:`amanet.runtime.video.run_video` also draws and encodes."""
+        video). ``smooth``: people tracked across frames (``Prediction.track_ids``) and their
+        boxes and DensePose outputs smoothed over time (``smoothing``: the settings of
+        :meth:`temporal_smoother`). :func:`amanet.runtime.video.run_video` also draws and
+        encodes."""
         from ..data.video_io import open_video
         from .video import predict_frames
 
-        for i, _, pred in predict_frames(self.predict, open_video(source), prefetch):
+        smoother = self.temporal_smoother(**smoothing) if smooth else None
+        for i, _, pred in predict_frames(self.predict, open_video(source), prefetch, smoother):
             yield i, pred
 
     # -- post-processing -------------------------------------------------------------------
@@ -207,7 +216,37 @@ class Predictor:
         gate_key = names[0]
         dp = {gate_key: det[GATE_OUTPUT][keep]}
         dp.update({n: det[n][keep] for n in names[1:]})
+        return self._assemble(boxes, scores, classes, dp, (h0, w0))
 
+    def assemble(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                 densepose: Dict[str, np.ndarray], image_size: Tuple[int, int]) -> Prediction:
+        """The :class:`Prediction` of given detections: ``boxes`` float ``[D, 4]`` XYXY in the
+        image's pixels, ``scores`` ``[D]``, ``classes`` ``[D]``, ``densepose`` the raw per-RoI
+        outputs ``{field: [D, C, S, S]}`` (:attr:`Prediction.densepose`'s fields, gate first),
+        ``image_size`` ``(H, W)``: charts, whole-image IUV and confidences as :meth:`predict`
+        makes them (what :class:`~amanet.runtime.tracking.TemporalSmoother` rebuilds from
+        smoothed outputs)."""
+        names = list(densepose_output_channels(self.cfg))
+        if list(densepose) != names:
+            raise ValueError(f"densepose fields {list(densepose)} are not this model's {names}")
+        return self._assemble(torch.as_tensor(np.asarray(boxes, np.float32)),
+                              torch.as_tensor(np.asarray(scores, np.float32)),
+                              torch.as_tensor(np.asarray(classes, np.int64)),
+                              {k: torch.as_tensor(np.asarray(v, np.float32))
+                               for k, v in densepose.items()}, tuple(image_size))
+
+    def temporal_smoother(self, **settings) -> "TemporalSmoother":
+        """A :class:`~amanet.runtime.tracking.TemporalSmoother` over this predictor's
+        post-processing (``settings``: its ``box_alpha``, ``dense_alpha``, ``iou_threshold``,
+        ``max_missed``); one per video."""
+        from .tracking import TemporalSmoother
+        return TemporalSmoother(self.assemble, **settings)
+
+    def _assemble(self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
+                  dp: Dict[str, torch.Tensor], image_hw: Tuple[int, int]) -> Prediction:
+        h0, w0 = image_hw
+        names = list(dp)
+        gate_key = names[0]
         xywh = pp.xyxy_to_xywh_int(boxes)
         # One fused call (amanet::iuv_paste) for all charts and the whole-image IUV.
         charts, iuv = iuv_paste(dp["fine_segm"], dp[gate_key], dp["u"], dp["v"], xywh, scores,

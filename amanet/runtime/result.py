@@ -25,6 +25,9 @@ class Prediction:
       ``[h, w]`` maps: each confidence resampled like U/V and read at the pixel's part
       (Detectron2's ``ToChartResultConverterWithConfidences``).
     - ``iuv``: optional whole-image uint8 ``[3, H, W]`` (higher score wins where people overlap).
+    - ``track_ids``: int64 ``[D]``, the person's id across a video's frames (set by
+      :class:`~amanet.runtime.tracking.TemporalSmoother`; ``None`` otherwise). Its
+      ``densepose`` segmentation fields are then log-probabilities (see that module).
     """
     image_size: tuple
     boxes: np.ndarray
@@ -35,6 +38,7 @@ class Prediction:
     chart_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
     chart_confidences: List[Dict[str, np.ndarray]] = field(default_factory=list)
     iuv: Optional[np.ndarray] = None
+    track_ids: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])

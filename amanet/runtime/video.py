@@ -13,6 +13,7 @@ import numpy as np
 
 from ..data.video_io import VideoSink, VideoSource, open_video
 from .result import Prediction
+from .tracking import smoothing_summary
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,15 @@ def _threaded(items: Iterator, maxsize: int, name: str) -> Iterator:
 
 
 def predict_frames(predict: Callable[[np.ndarray], Prediction], source: VideoSource,
-                   prefetch: int = 4) -> Iterator[Tuple[int, np.ndarray, Prediction]]:
-    """``(index, frame_bgr, prediction)`` for every frame, decoded ``prefetch`` frames ahead."""
+                   prefetch: int = 4,
+                   smoother: Optional[Callable[..., Prediction]] = None
+                   ) -> Iterator[Tuple[int, np.ndarray, Prediction]]:
+    """``(index, frame_bgr, prediction)`` for every frame, decoded ``prefetch`` frames ahead;
+    each prediction passed through ``smoother`` (a
+    :class:`~amanet.runtime.tracking.TemporalSmoother`) in frame order when given."""
     for i, frame in enumerate(_threaded(source.frames(), prefetch, "amanet-decode")):
-        yield i, frame, predict(frame)
+        pred = predict(frame)
+        yield i, frame, (smoother(pred, frame) if smoother is not None else pred)
 
 
 def output_paths(out: Path, styles: Sequence[str]) -> Dict[str, Path]:
@@ -80,20 +86,23 @@ def output_paths(out: Path, styles: Sequence[str]) -> Dict[str, Path]:
 
 
 def save_frame_npz(folder: Path, index: int, pred: Prediction) -> None:
-    """The raw per-frame result: boxes, scores, classes, chart boxes and the raw DensePose
-    outputs (``densepose_<field>``)."""
+    """The raw per-frame result: boxes, scores, classes, chart boxes, the raw DensePose
+    outputs (``densepose_<field>``) and, when tracked, ``track_ids``."""
+    extra = {"track_ids": pred.track_ids} if pred.track_ids is not None else {}
     np.savez_compressed(folder / f"frame_{index:06d}.npz", boxes=pred.boxes, scores=pred.scores,
-                        classes=pred.classes, chart_boxes=pred.chart_boxes,
+                        classes=pred.classes, chart_boxes=pred.chart_boxes, **extra,
                         **{f"densepose_{k}": v for k, v in pred.densepose.items()})
 
 
 def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path,
               styles: Sequence[str] = ("magicanimate",),
               draw: Optional[Callable[[np.ndarray, Prediction, str], np.ndarray]] = None,
-              npz_dir=None, progress: bool = True, queue_size: int = 4) -> Dict[str, object]:
+              npz_dir=None, progress: bool = True, queue_size: int = 4,
+              smoother: Optional[Callable[..., Prediction]] = None) -> Dict[str, object]:
     """Predict every frame of ``source_path`` (a video file or a folder of frames) and write the
     pictures ``styles`` as videos (``.mp4``/``.mkv``/``.mov``) or PNG folders at ``out_path``
-    (see :func:`output_paths`), plus per-frame ``.npz`` results into ``npz_dir``.
+    (see :func:`output_paths`), plus per-frame ``.npz`` results into ``npz_dir``. ``smoother``
+    (``Predictor.temporal_smoother()``): people tracked and smoothed over time.
 
     Every output is written under a temporary name and renamed only when the whole video is
     done; on any error (or Ctrl-C) the partial outputs are removed. Returns a summary.
@@ -128,7 +137,7 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
     bar = tqdm(total=source.num_frames, unit="frame", desc="video", disable=not progress)
 
     def drawn() -> Iterator[Tuple[int, Dict[str, np.ndarray], Prediction]]:
-        for i, frame, pred in predict_frames(predict, source, queue_size):
+        for i, frame, pred in predict_frames(predict, source, queue_size, smoother):
             yield i, {s: draw(frame, pred, s) for s in styles}, pred
 
     try:
@@ -157,7 +166,8 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
     return {"frames": len(people), "fps": float(source.fps), "size": [source.width,
                                                                       source.height],
             "outputs": written, "people_per_frame": people,
-            "npz": str(npz) if npz is not None else None}
+            "npz": str(npz) if npz is not None else None,
+            "smoothing": smoothing_summary(smoother)}
 
 
 def _as_bgr(picture: np.ndarray, style: str) -> np.ndarray:

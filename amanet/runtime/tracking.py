@@ -1,0 +1,311 @@
+"""Temporal stability for video: people tracked across frames, their boxes and DensePose outputs
+smoothed over time so that body parts stop flickering.
+
+Per frame, :class:`TemporalSmoother`:
+
+1. matches the detections to the live tracks by box IoU (greedy, best pair first; a class never
+   matches another): a matched detection inherits the track's id, the others start new tracks,
+   and a track unmatched for more than ``max_missed`` frames ends;
+2. when given the frame, measures the motion since the previous frame (dense optical flow,
+   OpenCV DIS, :class:`FrameFlow`);
+3. smooths a matched person's box: the track's box, moved by the median motion inside the new
+   box, blended ``box_alpha * now + (1 - box_alpha) * moved`` (no lag from walking);
+4. smooths its raw per-RoI DensePose outputs (``[C, S, S]`` on the box's grid): the track's
+   outputs are carried along the motion onto the smoothed box's grid (each grid point reads where
+   its image point was a frame ago), the current ones resampled onto that grid too, and the two
+   blended ``dense_alpha * now + (1 - dense_alpha) * past`` wherever the past covers the point.
+   Segmentation outputs are blended as probabilities (softmax over channels) and handed on as
+   their logarithm, so argmax and the softmax gates downstream read the blend exactly; U, V and
+   the confidences are blended as they are;
+5. optionally (``hysteresis`` > 0) holds body-part labels: the part the person showed at a
+   point last frame (by box geometry) keeps it unless another part beats it by that much
+   probability. Off by default: it removes more flips but cost up to 3 points of GPS AP on
+   held-out clips (bench/temporal.py, README);
+6. rebuilds the :class:`Prediction` (charts, whole-image IUV, confidences) from the smoothed
+   boxes and outputs with the predictor's own post-processing, and sets ``track_ids``.
+
+A track's first frame passes through unchanged. Smoothing is causal (no look-ahead), so it
+streams with the video. The defaults were chosen with ``bench/temporal.py`` on clips of another
+world seed than the README's table.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .result import Prediction
+
+logger = logging.getLogger(__name__)
+
+#: outputs blended as probabilities over their channels (the rest: as values)
+SEGMENTATION_FIELDS = ("coarse_segm", "body_mask", "fine_segm")
+#: outputs whose drawn labels get hysteresis: the body parts (on the gate it cost mask IoU
+#: without fewer flips, measured with bench/temporal.py)
+HYSTERESIS_FIELDS = ("fine_segm",)
+
+#: ``assemble(boxes [D, 4] XYXY, scores [D], classes [D], densepose {field: [D, C, S, S]},
+#: image_size (H, W)) -> Prediction``: the predictor's post-processing
+Assemble = Callable[[np.ndarray, np.ndarray, np.ndarray, Dict[str, np.ndarray],
+                     Tuple[int, int]], Prediction]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of XYXY boxes ``a`` ``[N, 4]`` x ``b`` ``[M, 4]`` -> ``[N, M]``."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def greedy_match(iou: np.ndarray, threshold: float) -> List[Tuple[int, int]]:
+    """``(row, col)`` pairs, best IoU first, each row and column used once, IoU >= threshold."""
+    pairs = []
+    if iou.size == 0:
+        return pairs
+    order = np.argsort(-iou, axis=None, kind="stable")
+    rows_used, cols_used = set(), set()
+    for flat in order:
+        r, c = divmod(int(flat), iou.shape[1])
+        if iou[r, c] < threshold:
+            break
+        if r in rows_used or c in cols_used:
+            continue
+        rows_used.add(r)
+        cols_used.add(c)
+        pairs.append((r, c))
+    return pairs
+
+
+class FrameFlow:
+    """Dense optical flow from a frame back to the previous one (OpenCV Farneback, on a copy at
+    most ``max_side`` px long): ``flow(x, y)`` is the displacement, in the frame's pixels, from
+    the image point ``(x, y)`` now to where that point was one frame earlier."""
+
+    def __init__(self, previous_bgr: np.ndarray, current_bgr: np.ndarray, max_side: int = 320):
+        import cv2
+
+        h, w = current_bgr.shape[:2]
+        self.scale = min(1.0, max_side / max(h, w))
+        size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
+
+        def small(bgr):
+            gray = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2GRAY)
+            return cv2.resize(gray, size, interpolation=cv2.INTER_AREA) if self.scale < 1 else gray
+
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self.field = dis.calc(small(current_bgr), small(previous_bgr), None) / self.scale
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        fh, fw = self.field.shape[:2]
+        xi = np.clip(np.floor(np.asarray(x) * self.scale).astype(np.int64), 0, fw - 1)
+        yi = np.clip(np.floor(np.asarray(y) * self.scale).astype(np.int64), 0, fh - 1)
+        d = self.field[yi, xi]
+        return d[..., 0], d[..., 1]
+
+    def median_in(self, box: np.ndarray, samples: int = 16) -> np.ndarray:
+        """The median displacement ``(dx, dy)`` over a ``samples`` x ``samples`` grid in
+        ``box`` (XYXY)."""
+        xs = np.linspace(box[0], box[2], samples)
+        ys = np.linspace(box[1], box[3], samples)
+        dx, dy = self(*np.meshgrid(xs, ys))
+        return np.array([np.median(dx), np.median(dy)])
+
+
+def resample_roi(x: np.ndarray, src_box: np.ndarray, dst_box: np.ndarray,
+                 mode: str = "bilinear", flow: Optional[FrameFlow] = None
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """Values ``x`` ``[C, S, S]`` laid over the XYXY box ``src_box``, read on the ``[S, S]``
+    grid of ``dst_box`` (``mode``: ``"bilinear"`` or ``"nearest"``). With ``flow``, ``x``
+    belongs to the previous frame: each grid point is first moved to where its image point
+    was then. Returns ``(values [C, S, S], inside [S, S])``: ``inside`` marks the grid points
+    read from within ``src_box``; outside it, values are the nearest border's."""
+    c, sh, sw = x.shape
+    src = np.asarray(src_box, np.float64)
+    dst = np.asarray(dst_box, np.float64)
+    # pixel centres of dst's grid in image coordinates -> src's normalized [-1, 1] coordinates
+    xs = dst[0] + (np.arange(sw) + 0.5) * (dst[2] - dst[0]) / sw
+    ys = dst[1] + (np.arange(sh) + 0.5) * (dst[3] - dst[1]) / sh
+    X, Y = np.meshgrid(xs, ys)
+    if flow is not None:
+        dx, dy = flow(X, Y)
+        X, Y = X + dx, Y + dy
+    gx = (X - src[0]) / max(src[2] - src[0], 1e-6) * 2 - 1
+    gy = (Y - src[1]) / max(src[3] - src[1], 1e-6) * 2 - 1
+    grid = np.stack([gx, gy], axis=-1)[None].astype(np.float32)                # [1, S, S, 2]
+    out = F.grid_sample(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None],
+                        torch.from_numpy(grid), mode=mode, padding_mode="border",
+                        align_corners=False)[0].numpy()
+    inside = (np.abs(gx) <= 1) & (np.abs(gy) <= 1)
+    return out, inside
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
+
+
+@dataclass
+class _Track:
+    id: int
+    cls: int
+    box: np.ndarray                            # [4] smoothed XYXY
+    dense: Dict[str, np.ndarray]               # field -> [C, S, S] (segmentation: probabilities)
+    labels: Dict[str, np.ndarray]              # segmentation field -> [S, S] label drawn last
+    missed: int = 0
+
+
+@dataclass
+class TemporalSmoother:
+    """Track people across a video's frames and smooth their boxes and DensePose outputs
+    (see the module doc).
+
+    Call it on each frame's :class:`Prediction` in order, with the frame's BGR image where there
+    is one; it returns the smoothed prediction with ``track_ids``. ``assemble`` is the
+    predictor's post-processing (:meth:`amanet.runtime.Predictor.assemble`). ``box_alpha`` /
+    ``dense_alpha``: weight of the current frame (1 = no smoothing); ``hysteresis``: the
+    probability margin a new part label needs (0 = none); ``iou_threshold``: the least IoU that
+    continues a track; ``max_missed``: frames a track survives undetected (not drawn
+    meanwhile).
+    """
+    assemble: Assemble
+    box_alpha: float = 0.5
+    dense_alpha: float = 0.5
+    hysteresis: float = 0.0
+    iou_threshold: float = 0.3
+    max_missed: int = 5
+    tracks: List[_Track] = field(default_factory=list)
+    next_id: int = 0
+    _previous: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def __post_init__(self):
+        for name in ("box_alpha", "dense_alpha"):
+            a = getattr(self, name)
+            if not 0.0 < a <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {a}")
+        if not 0.0 <= self.hysteresis < 1.0:
+            raise ValueError(f"hysteresis must be in [0, 1), got {self.hysteresis}")
+
+    def reset(self) -> None:
+        self.tracks = []
+        self.next_id = 0
+        self._previous = None
+
+    def __call__(self, pred: Prediction, frame: Optional[np.ndarray] = None) -> Prediction:
+        return self.update(pred, frame)
+
+    def _decide(self, track: _Track) -> Dict[str, np.ndarray]:
+        """The outputs handed on for ``track`` this frame: its smoothed outputs, with the
+        segmentation labels it drew last frame favoured by ``hysteresis`` (a label changes only
+        when another beats it by that much probability); remembers the labels drawn now."""
+        out = dict(track.dense)
+        drawn = {}
+        for k in HYSTERESIS_FIELDS:
+            if k not in out:
+                continue
+            p = out[k]
+            before = track.labels.get(k)
+            if before is not None:
+                bonus = np.zeros_like(p)
+                rows, cols = np.nonzero(before >= 0)
+                bonus[before[rows, cols], rows, cols] = self.hysteresis
+                p = (p + bonus) / (1.0 + bonus.sum(axis=0, keepdims=True))
+                out[k] = p
+            drawn[k] = p.argmax(axis=0)
+        track.labels = drawn
+        return out
+
+    def update(self, pred: Prediction, frame: Optional[np.ndarray] = None) -> Prediction:
+        """The smoothed ``pred``; ``frame`` (its BGR image) lets the smoother follow motion
+        inside the boxes (optical flow to the previous frame) instead of assuming none."""
+        n = len(pred)
+        flow = None
+        if frame is not None:
+            if self._previous is not None and self._previous.shape == frame.shape:
+                flow = FrameFlow(self._previous, frame)
+            self._previous = frame
+        fields_ = list(pred.densepose)
+        dense_now = [{k: (_softmax(pred.densepose[k][i]) if k in SEGMENTATION_FIELDS
+                          else pred.densepose[k][i]) for k in fields_} for i in range(n)]
+        iou = box_iou([t.box for t in self.tracks], pred.boxes)
+        for r, t in enumerate(self.tracks):
+            iou[r, pred.classes != t.cls] = 0.0
+        matched = dict((c, r) for r, c in greedy_match(iou, self.iou_threshold))
+
+        boxes = np.array(pred.boxes, np.float64).reshape(-1, 4)
+        ids = np.zeros(n, np.int64)
+        out_dense: List[Dict[str, np.ndarray]] = []
+        live: List[_Track] = []
+        for i in range(n):
+            if i in matched:
+                track = self.tracks[matched[i]]
+                was = track.box
+                if flow is not None:     # where the track's box has moved since
+                    was = was + np.tile(-flow.median_in(boxes[i]), 2)
+                box = self.box_alpha * boxes[i] + (1 - self.box_alpha) * was
+                dense, labels = {}, {}
+                for k in fields_:
+                    now, _ = resample_roi(dense_now[i][k], boxes[i], box)
+                    if k not in track.dense or track.dense[k].shape != now.shape:
+                        dense[k] = now
+                        continue
+                    past, inside = resample_roi(track.dense[k], track.box, box, flow=flow)
+                    blend = self.dense_alpha * now + (1 - self.dense_alpha) * past
+                    dense[k] = np.where(inside[None], blend, now)
+                    if k in track.labels:
+                        before, _ = resample_roi(track.labels[k][None].astype(np.float32),
+                                                 track.box, box, "nearest")
+                        labels[k] = np.where(inside, before[0], -1).astype(np.int64)
+                track.box, track.dense, track.missed = box, dense, 0
+                track.labels = labels
+            else:
+                track = _Track(self.next_id, int(pred.classes[i]), boxes[i], dense_now[i], {})
+                self.next_id += 1
+            out_dense.append(self._decide(track))
+            boxes[i] = track.box
+            ids[i] = track.id
+            live.append(track)
+        for r, t in enumerate(self.tracks):
+            if r not in matched.values():
+                t.missed += 1
+                if t.missed <= self.max_missed:
+                    live.append(t)
+        self.tracks = live
+
+        densepose = {}
+        for k in fields_:
+            if n == 0:
+                densepose[k] = pred.densepose[k]
+                continue
+            stack = np.stack([d[k] for d in out_dense]).astype(np.float32)
+            densepose[k] = np.log(np.maximum(stack, 1e-12)) if k in SEGMENTATION_FIELDS else stack
+        out = self.assemble(boxes.astype(np.float32), pred.scores, pred.classes, densepose,
+                            tuple(pred.image_size))
+        out.track_ids = ids
+        return out
+
+
+def smoothing_summary(smoother: Optional[Callable[..., Prediction]]
+                      ) -> Optional[Dict[str, float]]:
+    """The settings of ``smoother`` for a run's summary (``None`` when not smoothing)."""
+    if smoother is None:
+        return None
+    if not isinstance(smoother, TemporalSmoother):
+        return {"smoother": type(smoother).__name__}
+    return {"box_alpha": smoother.box_alpha, "dense_alpha": smoother.dense_alpha,
+            "hysteresis": smoother.hysteresis, "iou_threshold": smoother.iou_threshold, "max_missed": smoother.max_missed,
+            "tracks": smoother.next_id}
+
+
+__all__: Sequence[str] = ("TemporalSmoother", "FrameFlow", "box_iou", "greedy_match",
+                          "resample_roi", "SEGMENTATION_FIELDS", "HYSTERESIS_FIELDS",
+                          "smoothing_summary")

@@ -1,0 +1,148 @@
+"""Moving synthetic people (amanet.data.synthetic_video), the label-flip metric, the temporal
+benchmark, and `amanet video --smooth` / Predictor.predict_video(smooth=True)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from amanet.benchmarks.temporal import label_flips
+from amanet.cli import main
+from amanet.data.synthetic_video import blend_pose, render_clip, write_clip
+
+
+def test_label_flips_by_hand():
+    truth = np.array([[[1, 1, 0]], [[1, 2, 0]], [[1, 2, 0]]], np.uint8)      # [T=3, 1, 3]
+    pred = np.array([[[1, 1, 5]], [[3, 2, 0]], [[3, 4, 7]]], np.uint8)
+    # stable body pixels: (t1, x0), (t2, x0), (t2, x1); flips among them: (t1, x0), (t2, x1)
+    assert label_flips(pred, truth) == (2, 3)
+    with pytest.raises(ValueError, match=r"\[T, H, W\]"):
+        label_flips(pred[:, 0], truth[:, 0])
+
+
+def test_blend_pose_ends_and_takes_the_short_way_round():
+    from amanet.data.synthetic import Pose
+    a, b = Pose(yaw=0.1), Pose(yaw=6.2)
+    a.elbow = {"r": 0.0, "l": 1.0}
+    b.elbow = {"r": 2.0, "l": 1.0}
+    assert blend_pose(a, b, 0.0) == a
+    mid = blend_pose(a, b, 0.5)
+    assert mid.elbow == {"r": 1.0, "l": 1.0}
+    assert abs(mid.yaw - (0.1 + 0.5 * (6.2 - 2 * np.pi - 0.1))) < 1e-12   # through 0, not pi
+    assert a.elbow == {"r": 0.0, "l": 1.0}                                 # inputs untouched
+
+
+def test_clips_are_deterministic_and_people_move_smoothly():
+    one = list(render_clip(3, 1, 12, (96, 96)))
+    two = list(render_clip(3, 1, 12, (96, 96)))
+    other = next(render_clip(3, 2, 1, (96, 96)))
+    for x, y in zip(one, two, strict=True):
+        np.testing.assert_array_equal(x.image, y.image)
+        np.testing.assert_array_equal(x.I, y.I)
+    assert not np.array_equal(one[0].image, other.image)
+    fg = [s.person >= 0 for s in one]
+    assert all(m.any() for m in fg)
+    for a, b in zip(fg, fg[1:]):       # consecutive frames overlap mostly, but not entirely
+        iou = (a & b).sum() / (a | b).sum()
+        assert 0.3 < iou < 1.0, iou
+    with pytest.raises(ValueError, match="num_frames"):
+        next(render_clip(0, 0, 0))
+
+
+def test_written_clip_matches_its_frames(tmp_path):
+    from amanet.data.video_io import open_video
+
+    files = write_clip(tmp_path / "c", 0, 0, 3, (64, 80))
+    truth = np.load(files.truth)
+    assert truth["I"].shape == (3, 64, 80) and truth["person"].shape == (3, 64, 80)
+    gt = json.loads(files.annotations.read_text())
+    assert [im["id"] for im in gt["images"]] == [1, 2, 3]
+    assert gt["info"]["body_model"]
+    frames = list(open_video(files.frames).frames())
+    samples = list(render_clip(0, 0, 3, (64, 80)))
+    for f, s in zip(frames, samples, strict=True):
+        np.testing.assert_array_equal(f, s.image)         # lossless frames
+    np.testing.assert_array_equal(truth["I"][1], samples[1].I)
+
+
+def test_smoothing_has_fewer_flips_than_per_frame_on_moving_people(tmp_path):
+    """The demo model on one moving-people clip (the benchmark's own code, small): per-frame
+    results and smoothed ones; smoothing must lower the flip rate (README has the full
+    numbers from bench/temporal.py)."""
+    from amanet.assets import DEMO_MODEL
+    from amanet.benchmarks.temporal import run_temporal
+
+    res = run_temporal(str(DEMO_MODEL), tmp_path, clips=1, frames=10, image_size=(160, 160),
+                       cases={"smoothed": {}, "off": {"box_alpha": 1.0, "dense_alpha": 1.0,
+                                                      "hysteresis": 0.0}},
+                       progress=False)
+    base, smooth, off = res
+    assert base.stable > 1000 and base.flips > 0
+    assert smooth.stable == base.stable
+    assert smooth.flips < base.flips
+    assert off.flips == base.flips                     # all smoothing off = per-frame labels
+    for r in res:
+        assert set(r.ap) == {"GPS AP", "GPSm AP", "IoU AP", "box AP"}
+        assert all(0.0 <= v <= 1.0 for v in r.ap.values())
+    assert off.ap == pytest.approx(base.ap, abs=1e-9)
+    assert smooth.tracks >= 1
+
+
+def test_video_smooth_writes_track_ids(tmp_path, capsys):
+    files = write_clip(tmp_path / "clip", 0, 0, 12, (96, 96))   # two people walking
+    npz = tmp_path / "raw"
+    assert main(["video", str(files.frames), str(tmp_path / "out.mp4"), "--smooth",
+                 "--save-npz", str(npz)]) == 0
+    assert "people tracked" in capsys.readouterr().out
+    ids = [np.load(f)["track_ids"] for f in sorted(npz.glob("frame_*.npz"))]
+    assert len(ids) == 12 and all(i.dtype == np.int64 for i in ids)
+    assert all(sorted(i) == [0, 1] for i in ids), ids      # the same two people throughout
+
+
+def test_predict_video_smooth_equals_the_smoother_over_predict(tmp_path):
+    from amanet.assets import DEMO_MODEL
+    from amanet.data.video_io import open_video
+    from amanet.runtime import Predictor
+
+    files = write_clip(tmp_path / "clip", 0, 1, 3, (96, 96))
+    pred = Predictor(None, str(DEMO_MODEL))
+    streamed = [p for _, p in pred.predict_video(files.frames, smooth=True, dense_alpha=0.3)]
+    sm = pred.temporal_smoother(dense_alpha=0.3)
+    by_hand = [sm(pred(f), f) for f in open_video(files.frames).frames()]
+    for a, b in zip(streamed, by_hand, strict=True):
+        np.testing.assert_array_equal(a.track_ids, b.track_ids)
+        np.testing.assert_array_equal(a.iuv, b.iuv)
+
+
+@pytest.mark.parametrize("args,msg", [(["--smooth", "--smooth-alpha", "0"], "dense_alpha"),
+                                      (["--smooth-alpha", "0.5"], "needs --smooth")])
+def test_bad_smoothing_options_are_one_line(tmp_path, capsys, args, msg):
+    files = write_clip(tmp_path / "clip", 0, 0, 1, (64, 64))
+    out = tmp_path / "out.mp4"
+    assert main(["video", str(files.frames), str(out), "--quiet", *args]) == 2
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("note:")]
+    assert len(err) == 1 and msg in err[0], err
+    assert not out.exists()
+
+
+def test_bench_quick_run_writes_table_and_json(tmp_path, monkeypatch):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from amanet.benchmarks.temporal import CASES
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "temporal.py"
+    monkeypatch.setattr(sys, "argv", ["temporal.py", "--quick", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(bench), run_name="__main__")
+    assert done.value.code == 0
+    doc = json.loads((tmp_path / "temporal.json").read_text())
+    rows = doc["runs"][0]["results"]
+    assert [r["case"] for r in rows] == ["per-frame", *CASES]
+    assert all(r["stable"] == rows[0]["stable"] for r in rows)
+    assert all(r["flip_rate"] == pytest.approx(r["flips"] / max(r["stable"], 1)) for r in rows)
+    table = (tmp_path / "temporal.md").read_text()
+    assert table.startswith("CPU: ") and "| per-frame |" in table and "| no optical flow |" in table
+    assert (tmp_path / "temporal_4.png").stat().st_size > 1000
