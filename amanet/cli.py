@@ -203,20 +203,13 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="amanet", description=__doc__.split("\n")[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    pr = sub.add_parser("predict", help="DensePose on images: IUV PNG, overlay PNG, JSON")
-    pr.add_argument("inputs", nargs="*", metavar="IMAGE|KEY VALUE",
-                    help="image files or folders, then optional Detectron2 KEY VALUE overrides")
+def _add_model_options(pr: argparse.ArgumentParser) -> None:
+    """The model, backend and picture options ``predict`` and ``video`` share."""
     pr.add_argument("--config", help="preset name (amanet, s1x, densepose_AMA_R_50_FPN_s1x, any "
                     "Detectron2 chart zoo config such as densepose_rcnn_R_101_FPN_DL_WC2M_s1x) "
                     "or a Detectron2-style YAML")
     pr.add_argument("--weights", help="checkpoint (.pkl/.pth, Detectron2 or amanet format); "
                     "without --config and --weights: the bundled demo model")
-    pr.add_argument("--out", default="out", help="output folder (default: out)")
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--backend", default="eager",
                     choices=["eager", "torchscript", "onnxruntime", "openvino", "tensorrt"],
@@ -227,6 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "openvino) or a CUDA GPU; fp16 on CUDA. Default: fp32, or a TorchScript "
                     "export's own. Post-processing stays fp32")
     pr.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    pr.add_argument("--cmap", default=None,
+                    help="colormap of the Detectron2 pictures (default: theirs: parula; "
+                         "viridis for magicanimate)")
+    pr.add_argument("--alpha", type=float, default=None,
+                    help="opacity of the Detectron2 pictures (default 0.7; magicanimate 1)")
+    pr.add_argument("--opts", nargs="+", metavar="KEY VALUE", help="config overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="amanet", description=__doc__.split("\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    pr = sub.add_parser("predict", help="DensePose on images: IUV PNG, overlay PNG, JSON")
+    pr.add_argument("inputs", nargs="*", metavar="IMAGE|KEY VALUE",
+                    help="image files or folders, then optional Detectron2 KEY VALUE overrides")
+    pr.add_argument("--out", default="out", help="output folder (default: out)")
     pr.add_argument("--demo", action="store_true",
                     help="add a bundled image: the synthetic one with the demo model (no --config "
                     "and no --weights), the photo otherwise")
@@ -235,12 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "dp_v, bbox (as Detectron2's apply_net.py show draws them), "
                          "magicanimate, parts (part index 0..24), iuv, overlay "
                          "(default: iuv,overlay)")
-    pr.add_argument("--cmap", default=None,
-                    help="colormap of the Detectron2 pictures (default: theirs: parula; "
-                         "viridis for magicanimate)")
-    pr.add_argument("--alpha", type=float, default=None,
-                    help="opacity of the Detectron2 pictures (default 0.7; magicanimate 1)")
-    pr.add_argument("--opts", nargs="+", metavar="KEY VALUE", help="config overrides")
+    _add_model_options(pr)
     pr.add_argument("-q", "--quiet", action="store_true")
     pr.set_defaults(func=cmd_predict)
 
@@ -259,10 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     vi.add_argument("--smooth-alpha", type=float, default=None, metavar="A",
                     help="with --smooth: weight of the current frame's DensePose outputs, in "
                     "(0, 1]; lower is smoother, 1 only tracks (default: TemporalSmoother's)")
-    for flag in ("--config", "--weights", "--device", "--backend", "--precision", "--threads",
-                 "--cmap", "--alpha", "--opts"):
-        action = next(a for a in pr._actions if flag in a.option_strings)
-        vi._add_action(action)
+    _add_model_options(vi)
     vi.add_argument("-q", "--quiet", action="store_true")
     vi.set_defaults(func=cmd_video)
 
