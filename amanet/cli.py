@@ -303,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("args", nargs=argparse.REMAINDER)
     ex.set_defaults(func=cmd_export)
 
+    dr = sub.add_parser("doctor", help="what this install can do: versions, op kernels and their "
+                        "GPU archs, GPUs, backends, CPU ISA (paste it into bug reports)")
+    dr.add_argument("--json", action="store_true", help="the report as JSON")
+    dr.set_defaults(func=cmd_doctor)
+
     be = sub.add_parser("bench", add_help=False,
                         help="end-to-end latency per backend (see `amanet bench --help`)")
     be.add_argument("args", nargs=argparse.REMAINDER)
@@ -317,6 +322,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         return trt_main(rest[1:])
     from .deploy.cli import main as export_main
     return export_main(rest)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import collect, format_report
+
+    report = collect()
+    print(json.dumps(report, indent=1, default=str) if args.json else format_report(report))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
