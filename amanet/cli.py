@@ -339,9 +339,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    # Images and KEY VALUE overrides may come after options too (argparse stops collecting a
-    # positional list at the first option), so leftovers of `predict` are more inputs.
-    args, extra = parser.parse_known_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = {"export": cmd_export, "bench": cmd_bench}
+    if argv and argv[0] in passthrough:
+        # their own parsers read every argument in its order (argparse's REMAINDER would split
+        # `--out DIR` between itself and the leftovers)
+        args = argparse.Namespace(command=argv[0], args=argv[1:], func=passthrough[argv[0]],
+                                  verbose=False)
+        extra = []
+    else:
+        # Images and KEY VALUE overrides may come after options too (argparse stops collecting
+        # a positional list at the first option), so leftovers of `predict` are more inputs.
+        args, extra = parser.parse_known_args(argv)
     if extra:
         unknown = [e for e in extra if e.startswith("-") and not _is_number(e)]
         if args.command in ("export", "bench"):

@@ -12,4 +12,8 @@ import sys
 from amanet.benchmarks.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ValueError as e:   # a case this machine cannot run: one line, as `amanet bench` says
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -30,12 +30,14 @@ logger = logging.getLogger(__name__)
 # Artifact file per (backend, precision): OpenVINO runs the fp32 ONNX file in any precision; a
 # TorchScript export is made in the precision it runs.
 EXPORTED = {("torchscript", "fp32"): "model.ts", ("torchscript", "bf16"): "model_bf16.ts",
-            ("onnxruntime", "fp32"): "model.onnx", ("openvino", "fp32"): "model.onnx",
+            ("torchscript", "fp16"): "model_fp16.ts", ("onnxruntime", "fp32"): "model.onnx", ("openvino", "fp32"): "model.onnx",
             ("openvino", "bf16"): "model.onnx"}
 # What each backend can be asked to run here (others are skipped, not failed: see Predictor).
-BACKEND_PRECISIONS = {"eager": ("fp32", "bf16"), "torchscript": ("fp32", "bf16"),
+BACKEND_PRECISIONS = {"eager": ("fp32", "bf16", "fp16"), "torchscript": ("fp32", "bf16", "fp16"),
                       "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"),
                       "tensorrt": ("fp32",)}
+#: the backends and precisions a CUDA device runs here (fp16 is CUDA-only)
+CUDA_BACKENDS = ("eager", "torchscript", "tensorrt")
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Case:
     detections: int
     family: str
     precision: str = "fp32"
+    device: str = "cpu"
 
 
 @dataclass
@@ -111,11 +114,12 @@ def _make_backend(case: Case, artifact: Optional[str], weights: Optional[str]):
     from ..modeling.inference_prep import prepare_for_inference
     from ..runtime import backends as b
 
+    device = torch.device(case.device)
     if case.backend == "eager":  # prepared as the Predictor prepares it
         model = prepare_for_inference(bench_model(case.family, case.detections, weights))
-        return b.EagerBackend(model, torch.device("cpu"), case.precision)
+        return b.EagerBackend(model.to(device), device, case.precision)
     if case.backend == "torchscript":
-        return b.TorchScriptBackend(artifact, torch.device("cpu"))
+        return b.TorchScriptBackend(artifact, device)
     if case.backend == "onnxruntime":
         return b.OnnxRuntimeBackend(artifact, ["CPUExecutionProvider"], threads=case.threads)
     if case.backend == "openvino":
@@ -132,14 +136,22 @@ def time_case(case: Case, artifact: Optional[str], runs: int, warmup: int,
     retain_freed_memory()  # what the Predictor runs with
     torch.set_num_threads(case.threads)
     backend = _make_backend(case, artifact, weights)
-    image = bench_image(case.height, case.width)
+    image = bench_image(case.height, case.width).to(case.device)
+    cuda = case.device.startswith("cuda")
+
+    def run():
+        result = backend(image)
+        if cuda:        # GPU work is asynchronous: time it to completion
+            torch.cuda.synchronize()
+        return result
+
     out: Dict[str, torch.Tensor] = {}
     for _ in range(warmup):
-        out = backend(image)
+        out = run()
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        out = backend(image)
+        out = run()
         times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
     med = statistics.median(times)
@@ -148,7 +160,7 @@ def time_case(case: Case, artifact: Optional[str], runs: int, warmup: int,
                  min_ms=times[0], images_per_s=1e3 / med,
                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                  detections_found=int(out["boxes"].shape[0]) if out else 0)
-    if case.backend == "eager":
+    if case.backend == "eager" and not cuda:   # the stage clock is a CPU one
         res.stages_ms, res.stage_gflops = stage_breakdown(backend.model, image, runs,
                                                           case.precision)
     return res
@@ -201,15 +213,17 @@ def stage_breakdown(model, image: torch.Tensor, runs: int, precision: str = "fp3
 def run_all(families: Sequence[str], backends: Sequence[str], sizes: Sequence[Tuple[int, int]],
             threads: Sequence[int], detections: Sequence[int], runs: int, warmup: int,
             work_dir: Path, weights: Optional[str] = None, progress: bool = True,
-            precisions: Sequence[str] = ("fp32",)) -> List[Result]:
-    """Every case; a (backend, precision) pair the backend cannot run is left out. fp32 eager
-    is always measured (the reference of every row's ratio)."""
+            precisions: Sequence[str] = ("fp32",), device: str = "cpu") -> List[Result]:
+    """Every case on ``device``; a (backend, precision) pair the backend cannot run there is
+    left out. fp32 eager is always measured (the reference of every row's ratio)."""
     from tqdm import tqdm
 
-    pairs = [(b, p) for b in backends for p in precisions if p in BACKEND_PRECISIONS[b]]
+    cuda = device.startswith("cuda")
+    pairs = [(b, p) for b in backends for p in precisions if p in BACKEND_PRECISIONS[b]
+             and (b in CUDA_BACKENDS if cuda else p != "fp16")]
     if ("eager", "fp32") not in pairs:
         pairs.insert(0, ("eager", "fp32"))
-    cases = [Case(b, h, w, t, d, f, p) for f in families for d in detections for b, p in pairs
+    cases = [Case(b, h, w, t, d, f, p, device) for f in families for d in detections for b, p in pairs
              for (h, w) in sizes for t in threads]
     artifacts: Dict[Tuple[str, int], Dict[Tuple[str, str], Path]] = {}
     results = []
