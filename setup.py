@@ -3,8 +3,9 @@
 ``python setup.py build_ext --inplace`` (or ``pip install --no-build-isolation -e .``) compiles
 the CPU kernels always, and the CUDA kernels when torch is a CUDA build and nvcc is found
 (``CUDA_HOME``, default /usr/local/cuda). ``AMANET_CPU_ONLY=1`` forces a CPU-only build.
-``AMANET_CUDA_ARCHS`` overrides the architecture list (default 7.5;8.0;8.6;8.9;9.0: CUDA 13
-has no sm_70, so Volta users need a CUDA 12 toolchain).
+The architectures: ``AMANET_CUDA_ARCHS``, else the user's ``TORCH_CUDA_ARCH_LIST``, else
+7.5;8.0;8.6;8.9;9.0+PTX (``amanet/ops/cuda_archs.py``; the PTX lets newer GPUs JIT-compile).
+A CUDA build of torch without nvcc builds CPU-only and says so.
 """
 import glob
 import os
@@ -13,7 +14,16 @@ import sys
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "7.5;8.0;8.6;8.9;9.0"
+
+
+def _cuda_archs_module():
+    """amanet/ops/cuda_archs.py by path: importing the package here would need torch & co."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "amanet_cuda_archs", os.path.join(ROOT, "amanet", "ops", "cuda_archs.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _cuda_home():
@@ -24,7 +34,12 @@ def _cuda_home():
 def _want_cuda(torch):
     if os.environ.get("AMANET_CPU_ONLY", "0") not in ("", "0"):
         return False
-    return torch.version.cuda is not None and _cuda_home() is not None
+    if torch.version.cuda is not None and _cuda_home() is None:
+        print(f"WARNING: torch is a CUDA {torch.version.cuda} build but nvcc was not found "
+              "(set CUDA_HOME): building the op library WITHOUT CUDA kernels; on a GPU the "
+              "ops fall back to the reference implementations", file=sys.stderr)
+        return False
+    return torch.version.cuda is not None
 
 
 def _nvidia_include_dirs():
@@ -53,10 +68,11 @@ def _extensions():
     cxx = ["-O3", "-std=c++20", "-fopenmp"]
     define_macros = []
     if _want_cuda(torch):
-        archs = os.environ.get("AMANET_CUDA_ARCHS", DEFAULT_ARCHS)
+        ca = _cuda_archs_module()
+        archs = ca.resolve_arch_list(os.environ)
         os.environ["TORCH_CUDA_ARCH_LIST"] = archs
         sources += rel(glob.glob(os.path.join(ROOT, "csrc", "ops", "cuda", "*.cu")))
-        arch_str = ",".join("sm_" + a.replace(".", "") for a in archs.split(";"))
+        arch_str = ",".join(ca.arch_names(archs))
         define_macros += [("AMANET_WITH_CUDA", None), ("AMANET_CUDA_ARCHS", f'"{arch_str}"')]
         nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
         return [CUDAExtension("amanet._C", sources, include_dirs=include_dirs + _nvidia_include_dirs(),

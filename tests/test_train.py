@@ -324,3 +324,22 @@ def test_amp_training_on_the_cpu_runs_bf16_with_the_fused_ops(family, tmp_path):
     assert any(first16[k] != first32[k] for k in losses)
     for k in losses:
         assert first16[k] == pytest.approx(first32[k], rel=0.05, abs=0.02), k
+
+
+_NO_CUDA = "no CUDA device: AMP fp16 training runs on a GPU (tools/gpu_check.sh runs it)"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=_NO_CUDA)
+@pytest.mark.parametrize("family", ["s1x", "amanet"])
+def test_amp_training_on_cuda_runs_fp16_with_the_fused_ops(family, tmp_path):
+    """SOLVER.AMP.ENABLED on CUDA: fp16 autocast (with the loss scaler) through the fused ops'
+    CUDA and autocast kernels; every step finite."""
+    cfg_path = AMA_CFG if family == "amanet" else S1X_CFG
+    out = tmp_path / "cuda_amp"
+    run_cli(["train", "--config-file", cfg_path, "-q"] + tiny_overrides(
+        family, str(out), max_iter=2, extra=["SOLVER.AMP.ENABLED", "True", "MODEL.DEVICE",
+                                             "cuda", "DATASETS.TEST", "()"]))
+    rows = metrics(out)
+    assert len(rows) == 2
+    for row in rows:
+        assert all(math.isfinite(v) for k, v in row.items() if k.startswith("loss_")), row
