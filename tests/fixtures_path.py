@@ -5,10 +5,10 @@ repo root. A missing fixture fails the test on CI (``CI=true``) and skips it els
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from ci_mode import under_ci
 
 FIXTURES_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -18,7 +18,7 @@ def fixture_dir(name: str) -> Path:
     path = FIXTURES_ROOT / name
     if not path.is_dir():
         reason = f"parity fixture {name!r} not found at {path}"
-        if os.environ.get("CI") == "true":
+        if under_ci():
             pytest.fail(reason)
         pytest.skip(reason)
     return path

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from ci_mode import under_ci
 from scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ OVERRIDES = ["TEST.DETECTIONS_PER_IMAGE", "3", "INPUT.MIN_SIZE_TEST", "320",
 #: one preset per head kind: V1ConvX + decoder, AMANet, DeepLab + every confidence, legacy
 FAMILIES = ["s1x", "amanet", "densepose_rcnn_R_50_FPN_DL_WC2M_s1x",
             "densepose_rcnn_R_50_FPN_s1x_legacy"]
-CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+CI = under_ci()
 TIMINGS: dict = {}
 
 

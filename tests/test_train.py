@@ -343,3 +343,39 @@ def test_amp_training_on_cuda_runs_fp16_with_the_fused_ops(family, tmp_path):
     assert len(rows) == 2
     for row in rows:
         assert all(math.isfinite(v) for k, v in row.items() if k.startswith("loss_")), row
+
+
+# ----------------------------------------------------------------------------- pre-launch checks
+@pytest.mark.parametrize("case", ["missing_dataset", "missing_weights", "unwritable_output",
+                                  "too_many_gpus"])
+def test_training_errors_come_before_any_worker(case, tmp_path, capsys, monkeypatch):
+    """The seed's command line on a machine without the data: one line, exit 2, no worker."""
+    from amanet.engine import launch as L
+
+    def no_launch(*a, **k):
+        raise AssertionError("a worker was started")
+
+    monkeypatch.setattr(L, "launch", no_launch)
+    out = tmp_path / "run"
+    extra, argv = [], ["train", "--config-file", S1X_CFG]
+    if case == "missing_dataset":
+        monkeypatch.setenv("AMANET_DATASETS", str(tmp_path / "no_datasets"))
+        monkeypatch.delenv("AMANET_SYNTHETIC_FALLBACK", raising=False)
+        extra = ["DATASETS.TRAIN", "('densepose_coco_2014_train',)"]
+        want = "densepose_coco_2014_train"
+    elif case == "missing_weights":
+        extra = ["MODEL.WEIGHTS", str(tmp_path / "nope.pkl")]
+        want = "no such file"
+    elif case == "unwritable_output":
+        (tmp_path / "a_file").write_text("x")
+        out = tmp_path / "a_file" / "run"
+        want = "is not writable"
+    else:
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        argv += ["--num-gpus", "4"]
+        want = "--num-gpus 4 but 1 GPU(s) are visible"
+    args = argv + tiny_overrides("s1x", str(out), extra=["DATASETS.TEST", "()", *extra])
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    err = [e for e in err if not e.startswith(("WARNING", "INFO"))]
+    assert len(err) == 1 and err[0].startswith("error: ") and want in err[0], err

@@ -642,6 +642,49 @@ def _cli_worker(cfg_dict: Dict[str, Any], options: Dict[str, Any]) -> None:
             print(json.dumps(out["eval"], default=str))
 
 
+def preflight(cfg: Config, num_gpus: Optional[int], eval_only: bool = False) -> None:
+    """What can be checked before any worker starts, each failure one ``ValueError`` line
+    (``amanet train`` prints it, exit status 2): the datasets resolve (a synthetic one is
+    generated here, once, instead of in every worker), ``MODEL.WEIGHTS`` is a readable file
+    (a zoo URL only warns: there is no network), ``OUTPUT_DIR`` is writable, and no more GPUs
+    are asked for than are visible."""
+    from ..data.registry import resolve_dataset
+
+    names = list(cfg.datasets.test) if eval_only else \
+        list(cfg.datasets.train) + list(cfg.datasets.test)
+    if not eval_only and not cfg.datasets.train:
+        raise ValueError("DATASETS.TRAIN is empty: name at least one dataset to train on")
+    for name in names:
+        spec = resolve_dataset(name)
+        for what, path, check in (("annotations", spec.json_path, os.path.isfile),
+                                  ("image folder", spec.image_root, os.path.isdir)):
+            if not check(path):
+                raise ValueError(f"dataset {name!r}: {what} {path} not found")
+    weights = cfg.weights
+    if weights and not ("://" in weights and not os.path.exists(weights)):
+        if not os.path.isfile(weights):
+            raise ValueError(f"MODEL.WEIGHTS={weights}: no such file")
+        try:
+            with open(weights, "rb") as f:
+                f.read(1)
+        except OSError as e:
+            raise ValueError(f"MODEL.WEIGHTS={weights}: cannot be read ({e.strerror})") from None
+    if cfg.output_dir and not eval_only:
+        try:
+            os.makedirs(cfg.output_dir, exist_ok=True)
+            probe = os.path.join(cfg.output_dir, f".amanet_write_test_{os.getpid()}")
+            with open(probe, "w") as f:
+                f.write("ok")
+            os.remove(probe)
+        except OSError as e:
+            raise ValueError(f"OUTPUT_DIR={cfg.output_dir} is not writable "
+                             f"({e.strerror or e})") from None
+    visible = torch.cuda.device_count()
+    if num_gpus and visible and num_gpus > visible:
+        raise ValueError(f"--num-gpus {num_gpus} but {visible} GPU(s) are visible "
+                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+
+
 def run_cli(args) -> int:
     """``amanet train``: the seed's ``train_net.py`` semantics (see :mod:`amanet.cli`)."""
     from ..config import load_config
@@ -658,6 +701,8 @@ def run_cli(args) -> int:
     cfg = load_config(_config_path(args.config_file), opts)
     if not args.eval_only:
         check_trainable(cfg)   # before any worker starts
+    if int(os.environ.get("RANK", "0")) == 0:    # under torchrun: rank 0 checks for everyone
+        preflight(cfg, args.num_gpus, args.eval_only)
     if args.eval_only:
         from .inference import evaluate_checkpoint
 

@@ -209,6 +209,8 @@ class TemporalSmoother:
         when another beats it by that much probability); remembers the labels drawn now."""
         out = dict(track.dense)
         drawn = {}
+        if self.hysteresis == 0:
+            return out
         for k in HYSTERESIS_FIELDS:
             if k not in out:
                 continue
