@@ -237,8 +237,8 @@ class Predictor:
 
     def temporal_smoother(self, **settings) -> "TemporalSmoother":
         """A :class:`~amanet.runtime.tracking.TemporalSmoother` over this predictor's
-        post-processing (``settings``: its ``box_alpha``, ``dense_alpha``, ``iou_threshold``,
-        ``max_missed``); one per video."""
+        post-processing (``settings``: its ``box_alpha``, ``dense_alpha``, ``hysteresis``,
+        ``iou_threshold``, ``max_missed``); one per video."""
         from .tracking import TemporalSmoother
         return TemporalSmoother(self.assemble, **settings)
 
