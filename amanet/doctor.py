@@ -8,6 +8,7 @@ Every probe is guarded: a missing or broken piece is reported, never raised.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import platform
 import re
@@ -107,10 +108,8 @@ def _optional(name: str) -> Dict[str, Any]:
     version = getattr(mod, "__version__", None)
     if version is None:
         from importlib.metadata import PackageNotFoundError, version as dist_version
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             version = dist_version(pip_name)
-        except PackageNotFoundError:
-            pass
     out: Dict[str, Any] = {"available": True, "for": purpose, "version": version}
     if name == "onnxruntime":
         out["providers"] = _probe(mod.get_available_providers)

@@ -16,12 +16,8 @@ from pathlib import Path
 
 from amanet.assets import DEMO_MODEL
 from amanet.benchmarks import temporal as T
+from amanet.benchmarks.cli import parse_size
 from amanet.benchmarks.latency import cpu_info
-
-
-def parse_size(text):
-    h, w = text.lower().split("x")
-    return int(h), int(w)
 
 
 def main(argv=None):

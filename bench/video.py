@@ -15,12 +15,8 @@ import sys
 from pathlib import Path
 
 from amanet.benchmarks import video as V
+from amanet.benchmarks.cli import parse_size
 from amanet.benchmarks.latency import cpu_info
-
-
-def parse_size(text):
-    h, w = text.lower().split("x")
-    return int(h), int(w)
 
 
 def parse_case(text):

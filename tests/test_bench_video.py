@@ -13,7 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quick_run_writes_table_json_and_chart(tmp_path, monkeypatch):
-    pytest.importorskip("av")
     monkeypatch.setattr(sys, "argv", ["video.py", "--quick", "--out", str(tmp_path)])
     with pytest.raises(SystemExit) as done:
         runpy.run_path(str(ROOT / "bench" / "video.py"), run_name="__main__")

@@ -15,6 +15,7 @@ files, no video stream, zero frames.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -173,9 +174,8 @@ class VideoSink:
     def abort(self) -> None:
         """Drop the partial output."""
         if not self.is_folder:
-            try:
+            # closing a broken stream may fail: it is deleted next anyway
+            with contextlib.suppress(Exception):
                 self.container.close()
-            except Exception:   # noqa: BLE001 - closing a broken stream may fail; drop it
-                pass
         if self.tmp.exists():
             shutil.rmtree(self.tmp) if self.tmp.is_dir() else self.tmp.unlink()
