@@ -170,7 +170,9 @@ def cmd_video(args: argparse.Namespace) -> int:
         people = summary["people_per_frame"]
         tracked = (f", {summary['smoothing']['tracks']} people tracked"
                    if summary["smoothing"] else "")
-        print(f"{args.input}: {summary['frames']} frames at {summary['fps']:.3f} fps, "
+        rate = (f"a variable frame rate (average {summary['fps']:.3f} fps; each frame's time "
+                "kept)" if summary["variable_frame_rate"] else f"{summary['fps']:.3f} fps")
+        print(f"{args.input}: {summary['frames']} frames at {rate}, "
               f"{sum(people) / max(len(people), 1):.1f} people per frame{tracked} -> "
               f"{', '.join(summary['outputs'].values())}")
     return 0

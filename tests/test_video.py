@@ -48,6 +48,53 @@ def test_mp4_in_mp4_out_keeps_frames_rate_and_size(tmp_path, capsys):
     assert len(np.unique(frames[2].reshape(-1, 3) // 32, axis=0)) > 3
 
 
+def _write_vfr(path, times_ms, h=96, w=128):
+    """An H.264 file whose frames are shown at ``times_ms`` (irregular intervals)."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        for t, f in zip(times_ms, _frames(h, w)):
+            frame = av.VideoFrame.from_ndarray(f, format="bgr24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return path
+
+
+def _times(path):
+    with av.open(str(path)) as c:
+        return [f.time for f in c.decode(c.streams.video[0])]
+
+
+def test_variable_frame_rate_keeps_every_frames_time(tmp_path, capsys):
+    times_ms = [0, 40, 80, 200, 240, 500]
+    src = _write_vfr(tmp_path / "vfr.mp4", times_ms)
+    assert [round(t * 1000) for t in _times(src)] == times_ms
+    assert [t for t, _ in open_video(src).timed_frames()] == [Fraction(t, 1000)
+                                                               for t in times_ms]
+    out = tmp_path / "out.mp4"
+    assert main(["video", str(src), str(out), "--vis", "parts"]) == 0
+    assert [round(t * 1000) for t in _times(out)] == times_ms
+    assert "variable frame rate" in capsys.readouterr().out
+    # a constant rate stays one: index / fps, and no variable-rate note
+    cfr = _write_video(tmp_path / "cfr.mp4", fps=12)
+    assert main(["video", str(cfr), str(tmp_path / "cfr_out.mp4"), "--vis", "parts"]) == 0
+    assert _times(tmp_path / "cfr_out.mp4") == pytest.approx([i / 12 for i in range(FRAMES)])
+    assert "variable frame rate" not in capsys.readouterr().out
+
+
+def test_sink_keeps_stamps_rising():
+    sink = VideoSink.__new__(VideoSink)   # the stamping rule alone, without a file
+    for_pts = []
+    sink.time_base, sink.fps, sink._last_pts, sink.count = Fraction(1, 10), Fraction(10), None, 0
+    for t in (Fraction(0), Fraction(1, 10), Fraction(1, 10), Fraction(1, 20)):
+        for_pts.append(sink._stamp(t))
+    assert for_pts == [0, 1, 2, 3]
+
+
 def test_odd_size_is_kept_exactly(tmp_path):
     src = tmp_path / "frames"
     src.mkdir()

@@ -3,7 +3,8 @@
 - :func:`open_video` reads a video file or a folder of frames (sorted image files, 25 frames/s)
   and returns a :class:`VideoSource`: size, frame rate, frame count (when the container says
   it) and an iterator of frames. A rotation flag in the container is honoured (frames come out upright).
-- :class:`VideoSink` writes H.264 MP4 (the source's frame rate and size) or a folder of
+- :class:`VideoSink` writes H.264 MP4 (the source's frame rate and size, and each frame's
+  presentation time when given: a variable-frame-rate video keeps its timing) or a folder of
   lossless PNG frames. H.264 in 4:2:0 needs even sizes: an even-sized video is written as
   yuv420p (what every player reads), an odd-sized one as yuv444p (the exact size, High 4:4:4
   profile, which some players refuse). The output is written under a temporary name and renamed
@@ -21,7 +22,7 @@ import shutil
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -41,11 +42,19 @@ class VideoSource:
     num_frames: Optional[int]     # None when the container does not say
     rotation: int = 0             # degrees the frames are turned to come out upright
     is_folder: bool = False
+    time_base: Optional[Fraction] = None   # the stream's time unit (None: a folder)
 
     def frames(self) -> Iterator[np.ndarray]:
+        for _, frame in self.timed_frames():
+            yield frame
+
+    def timed_frames(self) -> Iterator[Tuple[Optional[Fraction], np.ndarray]]:
+        """``(time, frame)`` in order: ``time`` is the frame's presentation time in seconds
+        after the first frame's (exact, in the stream's time base), ``None`` where the source
+        has no timestamps (a folder of frames, a frame without one)."""
         if self.is_folder:
             for f in _frame_files(self.path):
-                yield read_image(f)
+                yield None, read_image(f)
             return
         import av
 
@@ -53,8 +62,14 @@ class VideoSource:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
+                start = None
                 for frame in container.decode(stream):
-                    yield _upright(frame.to_ndarray(format="bgr24"), self.rotation)
+                    time = None
+                    if frame.pts is not None and frame.time_base is not None:
+                        time = frame.pts * Fraction(frame.time_base)
+                        start = time if start is None else start
+                        time -= start
+                    yield time, _upright(frame.to_ndarray(format="bgr24"), self.rotation)
         except av.error.FFmpegError as e:
             raise InputError(f"corrupt or truncated video {self.path}: {e}") from None
 
@@ -106,20 +121,29 @@ def open_video(path: PathLike) -> VideoSource:
         w, h = first.width, first.height
         if rotation % 180:
             w, h = h, w
-    return VideoSource(p, w, h, Fraction(rate), frames, rotation)
+        time_base = Fraction(stream.time_base) if stream.time_base else None
+    return VideoSource(p, w, h, Fraction(rate), frames, rotation, time_base=time_base)
 
 
 class VideoSink:
     """Write BGR uint8 frames to ``path``: ``.mp4`` / ``.mkv`` / ``.mov`` (H.264) or, for a path
     without one of those suffixes, a folder of PNG frames ``frame_000000.png``, ...
 
-    Written under ``<name>.partial`` and renamed by :meth:`close`; :meth:`abort` removes it.
+    Frames are stamped with the times :meth:`write` is given (seconds from the first frame,
+    counted in ``time_base``, default ``1 / fps``) or, without one, ``index / fps``: a
+    variable-frame-rate source written with its frames' times keeps its timing (a PNG folder
+    keeps the frames, not their times). Written under ``<name>.partial`` and renamed by
+    :meth:`close`; :meth:`abort` removes it.
     """
 
     VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
 
-    def __init__(self, path: PathLike, width: int, height: int, fps: Fraction, crf: int = 18):
+    def __init__(self, path: PathLike, width: int, height: int, fps: Fraction, crf: int = 18,
+                 time_base: Optional[Fraction] = None):
         self.path = Path(path)
+        self.fps = Fraction(fps)
+        self.time_base = Fraction(time_base) if time_base else 1 / self.fps
+        self._last_pts: Optional[int] = None
         self.is_folder = self.path.suffix.lower() not in self.VIDEO_SUFFIXES
         self.width, self.height = int(width), int(height)
         self.tmp = self.path.with_name(self.path.name + ".partial")
@@ -141,12 +165,14 @@ class VideoSink:
         stream.width, stream.height = self.width, self.height
         stream.pix_fmt = "yuv444p" if odd else "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
+        stream.codec_context.time_base = self.time_base
         self.stream = stream
 
     def _format(self) -> str:
         return {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov"}[self.path.suffix.lower()]
 
-    def write(self, frame_bgr: np.ndarray) -> None:
+    def write(self, frame_bgr: np.ndarray, time: Optional[Fraction] = None) -> None:
+        """Append a frame shown at ``time`` seconds (default: ``index / fps``)."""
         if frame_bgr.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame {frame_bgr.shape[:2]} != the video's "
                              f"{(self.height, self.width)}")
@@ -156,9 +182,21 @@ class VideoSink:
         else:
             import av
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_bgr), format="bgr24")
+            frame.pts, frame.time_base = self._stamp(time), self.time_base
             for packet in self.stream.encode(frame):
                 self.container.mux(packet)
         self.count += 1
+
+    def _stamp(self, time: Optional[Fraction]) -> int:
+        """The next frame's pts (in ``time_base``) for ``time`` (``None``: ``index / fps``);
+        a repeated or backwards time gets the next tick, since stamps must rise."""
+        if time is None:
+            time = Fraction(self.count) / self.fps
+        pts = round(Fraction(time) / self.time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        return pts
 
     def close(self) -> Path:
         """Flush, then move the finished output to its name."""

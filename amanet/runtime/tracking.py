@@ -87,7 +87,7 @@ def greedy_match(iou: np.ndarray, threshold: float) -> List[Tuple[int, int]]:
 
 
 class FrameFlow:
-    """Dense optical flow from a frame back to the previous one (OpenCV Farneback, on a copy at
+    """Dense optical flow from a frame back to the previous one (OpenCV DIS, on a gray copy at
     most ``max_side`` px long): ``flow(x, y)`` is the displacement, in the frame's pixels, from
     the image point ``(x, y)`` now to where that point was one frame earlier."""
 

@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 from pathlib import Path
+from fractions import Fraction
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -72,9 +73,38 @@ def predict_frames(predict: Callable[[np.ndarray], Prediction], source: VideoSou
     """``(index, frame_bgr, prediction)`` for every frame, decoded ``prefetch`` frames ahead;
     each prediction passed through ``smoother`` (a
     :class:`~amanet.runtime.tracking.TemporalSmoother`) in frame order when given."""
-    for i, frame in enumerate(_threaded(source.frames(), prefetch, "amanet-decode")):
+    for i, _, frame, pred in _timed_predictions(predict, source, prefetch, smoother):
+        yield i, frame, pred
+
+
+def _timed_predictions(predict, source: VideoSource, prefetch: int, smoother
+                       ) -> Iterator[Tuple[int, Optional[Fraction], np.ndarray, Prediction]]:
+    """:func:`predict_frames` with each frame's presentation time (seconds, or ``None``)."""
+    for i, (time, frame) in enumerate(_threaded(source.timed_frames(), prefetch,
+                                                "amanet-decode")):
         pred = predict(frame)
-        yield i, frame, (smoother(pred, frame) if smoother is not None else pred)
+        yield i, time, frame, (smoother(pred, frame) if smoother is not None else pred)
+
+
+class _FrameIntervals:
+    """The shortest and longest interval between consecutive frame times seen so far."""
+
+    def __init__(self):
+        self.last: Optional[Fraction] = None
+        self.shortest: Optional[Fraction] = None
+        self.longest: Optional[Fraction] = None
+
+    def add(self, time: Optional[Fraction]) -> None:
+        if time is not None and self.last is not None:
+            step = time - self.last
+            self.shortest = step if self.shortest is None else min(self.shortest, step)
+            self.longest = step if self.longest is None else max(self.longest, step)
+        self.last = time
+
+    @property
+    def variable(self) -> bool:
+        """Whether the intervals differ by more than a millisecond (a time base's rounding)."""
+        return self.longest is not None and self.longest - self.shortest > Fraction(1, 1000)
 
 
 def output_paths(out: Path, styles: Sequence[str]) -> Dict[str, Path]:
@@ -127,27 +157,30 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
 
     try:
         for s, p in paths.items():
-            sinks[s] = VideoSink(p, source.width, source.height, source.fps)
+            sinks[s] = VideoSink(p, source.width, source.height, source.fps,
+                                 time_base=source.time_base)
         if npz_tmp is not None:
             npz_tmp.mkdir(parents=True, exist_ok=True)
     except BaseException:
         abort()
         raise
     people: List[int] = []
+    intervals = _FrameIntervals()
     bar = tqdm(total=source.num_frames, unit="frame", desc="video", disable=not progress)
 
-    def drawn() -> Iterator[Tuple[int, Dict[str, np.ndarray], Prediction]]:
-        for i, frame, pred in predict_frames(predict, source, queue_size, smoother):
-            yield i, {s: draw(frame, pred, s) for s in styles}, pred
+    def drawn() -> Iterator[Tuple[int, Optional[Fraction], Dict[str, np.ndarray], Prediction]]:
+        for i, time, frame, pred in _timed_predictions(predict, source, queue_size, smoother):
+            yield i, time, {s: draw(frame, pred, s) for s in styles}, pred
 
     try:
         # drawing happens in the producer thread, encoding here: inference overlaps both
-        for i, pictures, pred in _threaded(drawn(), queue_size, "amanet-infer"):
+        for i, time, pictures, pred in _threaded(drawn(), queue_size, "amanet-infer"):
             for s, pic in pictures.items():
-                sinks[s].write(_as_bgr(pic, s))
+                sinks[s].write(_as_bgr(pic, s), time)
             if npz_tmp is not None:
                 save_frame_npz(npz_tmp, i, pred)
             people.append(len(pred))
+            intervals.add(time)
             bar.update(1)
         if not people:
             raise ValueError(f"{source_path}: no frame could be decoded")
@@ -167,6 +200,7 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
                                                                       source.height],
             "outputs": written, "people_per_frame": people,
             "npz": str(npz) if npz is not None else None,
+            "variable_frame_rate": intervals.variable,
             "smoothing": smoothing_summary(smoother)}
 
 
