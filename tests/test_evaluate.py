@@ -136,6 +136,49 @@ def test_hand_computed_gpsm_and_iou_modes():
     assert m["AP"] == pytest.approx((8 * 2 / 3 + 2 * 51 / 202) / 10, abs=1e-9)
 
 
+# Output heights n (from 256 rows) for which scipy.ndimage.zoom(order=1, prefilter=False),
+# as Detectron2's evaluator calls it on the 256 x 256 GT mask, leaves the last row zero: the
+# row's coordinate (n - 1) * (255 / (n - 1)) rounds past 255 and SciPy's default
+# mode="constant" gives it cval. Read off SciPy 1.17.1 for n = 2..400.
+SCIPY_ZERO_LAST_ROW = [12, 14, 23, 27, 32, 45, 53, 56, 62, 63, 82, 89, 105, 108, 111, 114, 123,
+                       125, 156, 163, 174, 177, 190, 200, 202, 209, 215, 216, 221, 227, 228, 245,
+                       248, 249, 250, 270, 311, 325, 347, 353, 356, 360, 368, 376, 379, 380, 390,
+                       399]
+
+
+def test_gt_mask_resize_is_scipys_zoom():
+    m = np.arange(12, dtype=float).reshape(3, 4) % 5
+    # scipy.ndimage.zoom(m, (7 / 3, 5 / 4), order=1, prefilter=False), SciPy 1.17.1
+    expected = np.array([
+        [0.0, 0.75, 1.5, 2.25, 3.0],
+        [4 / 3, 0.83333333, 1.16666667, 1.91666667, 2.66666667],
+        [8 / 3, 0.91666667, 0.83333333, 1.58333333, 2.33333333],
+        [4.0, 1.0, 0.5, 1.25, 2.0],
+        [3.66666667, 1.91666667, 1.0, 0.91666667, 1.66666667],
+        [3.33333333, 2.83333333, 1.5, 0.58333333, 1.33333333],
+        [3.0, 3.75, 2.0, 0.25, 1.0]])
+    np.testing.assert_allclose(E._zoom_bilinear(m, 7, 5), expected, atol=1e-8)
+    ones = np.ones((256, 256))
+    zero_last = [n for n in range(2, 401) if E._zoom_bilinear(ones, n, 1)[-1, 0] == 0]
+    assert zero_last == SCIPY_ZERO_LAST_ROW
+    for n in (12, 13, 51):     # every other row and column stays whole
+        z = E._zoom_bilinear(ones, n, n)
+        assert z[:-1, :-1].min() == 1.0
+
+
+def test_mask_iou_uses_detectron2s_gt_mask():
+    # a 51 x 12 person: Detectron2's GT mask loses its last row (12 is in the list above), so a
+    # detection covering the whole box has IoU 11/12, not 1 (the IOU-mode AP gap of issue 13)
+    gt = {"id": 1, "bbox": [10.0, 20.0, 51.0, 12.0], "dp_masks": FULL_MASK, "iscrowd": 0}
+    det = E._Det(1, 1, 1, [10.0, 20.0, 51.0, 12.0], 0.9, 612.0, None,
+                 np.ones((3, 12, 51), np.uint8))
+    assert E._mask_iou_matrix([gt], [det], 100, 100)[0, 0] == pytest.approx(11 / 12, abs=1e-12)
+    gt13 = dict(gt, bbox=[10.0, 20.0, 51.0, 13.0])
+    det13 = E._Det(1, 1, 1, [10.0, 20.0, 51.0, 13.0], 0.9, 663.0, None,
+                   np.ones((3, 13, 51), np.uint8))
+    assert E._mask_iou_matrix([gt13], [det13], 100, 100)[0, 0] == pytest.approx(1.0, abs=1e-12)
+
+
 def test_box_fallback_ignores_detections_on_ignored_people():
     dets = _dets()
     dets[2]["bbox"] = [10, 150, 25, 40]         # box IoU with C = 0.625 < 0.8: now a FP

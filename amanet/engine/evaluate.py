@@ -246,23 +246,30 @@ def _load_json(obj: Union[str, os.PathLike, Dict[str, Any], List[Any]]) -> Any:
 
 
 def _zoom_bilinear(mask: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """``scipy.ndimage.zoom(mask, order=1, prefilter=False)`` to ``(out_h, out_w)``: corner
-    samples aligned (``in = out * (n_in - 1) / (n_out - 1)``)."""
+    """``scipy.ndimage.zoom(mask, order=1, prefilter=False)`` to ``(out_h, out_w)``, as
+    Detectron2's evaluator calls it: corner samples aligned (``in = out * (n_in - 1) /
+    (n_out - 1)``, in that floating-point order) and SciPy's default ``mode="constant"``,
+    which makes a row or column whose coordinate rounds past the last input sample
+    (``n_in - 1 + ulp``) zero, not the edge's value: GT masks then lose that row/column, and
+    so must ours for the IoU to be Detectron2's."""
     def coords(n_out, n_in):
         if n_out <= 1:
             return np.zeros(max(n_out, 0))
         return np.arange(n_out) * ((n_in - 1) / (n_out - 1))
     m = mask.astype(np.float64)
     ys, xs = coords(out_h, m.shape[0]), coords(out_w, m.shape[1])
-    y0 = np.floor(ys).astype(int)
-    x0 = np.floor(xs).astype(int)
+    y0 = np.minimum(np.floor(ys).astype(int), m.shape[0] - 1)
+    x0 = np.minimum(np.floor(xs).astype(int), m.shape[1] - 1)
     y1 = np.minimum(y0 + 1, m.shape[0] - 1)
     x1 = np.minimum(x0 + 1, m.shape[1] - 1)
     wy = (ys - y0)[:, None]
     wx = (xs - x0)[None, :]
     top = m[y0][:, x0] * (1 - wx) + m[y0][:, x1] * wx
     bot = m[y1][:, x0] * (1 - wx) + m[y1][:, x1] * wx
-    return top * (1 - wy) + bot * wy
+    out = top * (1 - wy) + bot * wy
+    out[ys > m.shape[0] - 1, :] = 0.0
+    out[:, xs > m.shape[1] - 1] = 0.0
+    return out
 
 
 def _paste_rle(mask: Optional[np.ndarray], box_xywh, im_h: int, im_w: int):
