@@ -14,7 +14,6 @@ from amanet.modeling.training import (DensePoseTarget, ImageTargets, SampledProp
                                       label_and_sample_anchors, match, matched_iou,
                                       pack_densepose_targets, sample_proposals,
                                       select_densepose_rois, subsample_labels)
-from amanet.ops.uv_loss import uv_interp_loss_reference
 from amanet.config import s1x_config
 
 
@@ -217,18 +216,55 @@ def _stage_case(num_rois=3, size=16, seed=0):
     return outputs, targets
 
 
+def _read_point(m: torch.Tensor, gx: float, gy: float) -> float:
+    """``m [H, W]`` at grid point ``(gx, gy)``, one point in plain Python, by the rule as
+    Detectron2's BilinearInterpolationHelper states it (not the code under test): per axis of
+    size S, ``lo = clamp(floor g, 0, S - 1)``, ``hi = min(lo + 1, S - 1)``, ``w = min(hi, g) -
+    lo``; four corners weighted ``(1 - w) / w``."""
+    def axis(g, size):
+        lo = min(max(math.floor(g), 0), size - 1)
+        hi = min(lo + 1, size - 1)
+        return lo, hi, min(hi, g) - lo
+    (xl, xh, wx), (yl, yh, wy) = axis(gx, m.shape[1]), axis(gy, m.shape[0])
+    at = lambda y, x: float(m[y, x])   # noqa: E731
+    return (at(yl, xl) * (1 - wx) * (1 - wy) + at(yl, xh) * wx * (1 - wy)
+            + at(yh, xl) * (1 - wx) * wy + at(yh, xh) * wx * wy)
+
+
+def _points(t):
+    return zip(t["pt_roi"].tolist(), t["pt_gx"].tolist(), t["pt_gy"].tolist(),
+               t["pt_part"].tolist(), t["pt_u"].tolist(), t["pt_v"].tolist(), strict=True)
+
+
+def _smooth_l1(d: float) -> float:
+    return 0.5 * d * d if abs(d) < 1.0 else abs(d) - 0.5
+
+
+def _edge_points(t, size):
+    """Put points in the last grid cell on each axis, where ``hi`` clamps (``w`` stays 0)."""
+    t["pt_gx"][:3] = torch.tensor([size - 0.25, size - 0.75, 3.5])
+    t["pt_gy"][:3] = torch.tensor([2.5, size - 0.4, size - 0.01])
+
+
 def test_densepose_stage_losses_match_hand_formulas():
     outputs, t = _stage_case()
+    _edge_points(t, 16)
     w = {"point_regression": 0.1, "part": 0.3, "index": 2.0, "body_mask": 2.0}
     out = L.densepose_stage_losses(outputs, t, num_images=2, weights=w, uv_mode=L.MODE_AMANET,
                                    uv_scale=1.0, segm_classes=15, with_body_mask=True)
-    ref_uv = uv_interp_loss_reference(outputs["u"], outputs["v"], t["pt_roi"], t["pt_gx"],
-                                      t["pt_gy"], t["pt_part"], t["pt_u"], t["pt_v"])
+    u, v, fine = (outputs[k].detach() for k in ("u", "v", "fine_segm"))
+    ref_uv = sum(_smooth_l1(_read_point(u[r, p], gx, gy) - tu)
+                 + _smooth_l1(_read_point(v[r, p], gx, gy) - tv)
+                 for r, gx, gy, p, tu, tv in _points(t))
     got_uv = out["loss_densepose_U"] + out["loss_densepose_V"]
-    assert got_uv.item() == pytest.approx(ref_uv.item() * 0.1 / 2, rel=1e-5)
+    assert got_uv.item() == pytest.approx(ref_uv * 0.1 / 2, rel=1e-5)
     # I: CE of the bilinearly read 25 logits, mean per image, then mean over images
-    est = L.interpolate_at_points(outputs["fine_segm"], t["pt_roi"], t["pt_gx"], t["pt_gy"])
-    ce = F.cross_entropy(est, t["pt_part"], reduction="none")
+    ce = []
+    for r, gx, gy, p, _, _ in _points(t):
+        logits = [_read_point(fine[r, c], gx, gy) for c in range(25)]
+        top = max(logits)
+        ce.append(top + math.log(sum(math.exp(z - top) for z in logits)) - logits[p])
+    ce = torch.tensor(ce, dtype=torch.float64)
     per_img = [ce[t["pt_image"] == i].mean() for i in range(2)]
     assert out["loss_densepose_I"].item() == pytest.approx(0.3 * sum(per_img).item() / 2, rel=1e-5)
     # S: 15-class pixel CE, pixel mean per image
@@ -246,11 +282,12 @@ def test_densepose_stage_losses_match_hand_formulas():
 
 def test_u_v_split_adds_up_to_the_fused_loss():
     outputs, t = _stage_case(seed=3)
+    _edge_points(t, 16)
     w = {"point_regression": 1.0, "part": 1.0, "index": 1.0, "body_mask": 0.0}
     out = L.densepose_stage_losses(outputs, t, 1, w, L.MODE_DETECTRON2, 1.0, 2, False)
-    su = F.smooth_l1_loss(L._at_points(outputs["u"], t["pt_roi"], t["pt_gx"], t["pt_gy"],
-                                       t["pt_part"]), t["pt_u"], reduction="sum")
-    assert out["loss_densepose_U"].item() == pytest.approx(su.item(), rel=1e-5)
+    u = outputs["u"].detach()
+    su = sum(_smooth_l1(_read_point(u[r, p], gx, gy) - tu) for r, gx, gy, p, tu, _ in _points(t))
+    assert out["loss_densepose_U"].item() == pytest.approx(su, rel=1e-5)
     # s1x: 2-class coarse segmentation from the part mask
     outputs["coarse"] = outputs["coarse"][:, :2].detach().requires_grad_(True)
     out = L.densepose_stage_losses(outputs, t, 1, w, L.MODE_DETECTRON2, 1.0, 2, False)
