@@ -6,6 +6,12 @@ the CPU kernels always, and the CUDA kernels when torch is a CUDA build and nvcc
 The architectures: ``AMANET_CUDA_ARCHS``, else the user's ``TORCH_CUDA_ARCH_LIST``, else
 7.5;8.0;8.6;8.9;9.0+PTX (``amanet/ops/cuda_archs.py``; the PTX lets newer GPUs JIT-compile).
 A CUDA build of torch without nvcc builds CPU-only and says so.
+
+Dependencies: the wheel requires the torch release it was compiled against (the op library's
+C++ ABI is that release's) and the libraries every command needs; the rest are extras
+(``pip install 'amanet[video]'`` ...), see ``amanet/extras.py``. requirements.txt stays the pinned
+set ``make`` installs. ``AMANET_REUSE_BUILT_EXT=1`` packages the ``amanet/_C*.so`` that
+``make build`` already compiled instead of compiling again (tests/test_packaging.py uses it).
 """
 import glob
 import os
@@ -16,11 +22,12 @@ from setuptools import find_packages, setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def _cuda_archs_module():
-    """amanet/ops/cuda_archs.py by path: importing the package here would need torch & co."""
+def _module(*path):
+    """A standard-library-only module of the package, by file path: importing the package
+    here would need torch & co."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "amanet_cuda_archs", os.path.join(ROOT, "amanet", "ops", "cuda_archs.py"))
+    spec = importlib.util.spec_from_file_location("amanet_" + path[-1][:-3],
+                                                  os.path.join(ROOT, "amanet", *path))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -68,7 +75,7 @@ def _extensions():
     cxx = ["-O3", "-std=c++20", "-fopenmp"]
     define_macros = []
     if _want_cuda(torch):
-        ca = _cuda_archs_module()
+        ca = _module("ops", "cuda_archs.py")
         archs = ca.resolve_arch_list(os.environ)
         os.environ["TORCH_CUDA_ARCH_LIST"] = archs
         sources += rel(glob.glob(os.path.join(ROOT, "csrc", "ops", "cuda", "*.cu")))
@@ -86,7 +93,29 @@ def _extensions():
 
 def _cmdclass():
     from torch.utils.cpp_extension import BuildExtension
-    return {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+    class BuildOrReuse(BuildExtension):
+        def build_extension(self, ext):
+            built = glob.glob(os.path.join(ROOT, "amanet", "_C*.so"))
+            if os.environ.get("AMANET_REUSE_BUILT_EXT", "0") not in ("", "0") and built:
+                import shutil
+                target = self.get_ext_fullpath(ext.name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copyfile(built[0], target)
+                return
+            super().build_extension(ext)
+
+    return {"build_ext": BuildOrReuse.with_options(use_ninja=True)}
+
+
+#: what every command needs (torch: the release the op library is compiled against)
+def _install_requires():
+    import torch
+    release = torch.__version__.split("+")[0]
+    return [f"torch=={release}", "torchvision", "numpy>=1.24", "pillow>=9.1",
+            "opencv-python-headless>=4.8", "PyYAML>=6.0", "tqdm>=4.60"]
+
+
 
 
 setup(
@@ -96,6 +125,8 @@ setup(
     packages=find_packages(include=["amanet", "amanet.*"]),
     package_data={"amanet": ["assets/*", "configs/*.yaml"]},
     python_requires=">=3.10",
+    install_requires=_install_requires(),
+    extras_require=_module("extras.py").EXTRAS,
     ext_modules=_extensions(),
     cmdclass=_cmdclass(),
     entry_points={"console_scripts": ["amanet=amanet.cli:main"]},

@@ -372,6 +372,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Config, checkpoint and input errors carry a user-facing message.
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        from .extras import missing_extra_message
+
+        message = missing_extra_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
