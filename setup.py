@@ -97,25 +97,24 @@ def _cmdclass():
     class BuildOrReuse(BuildExtension):
         def build_extension(self, ext):
             built = glob.glob(os.path.join(ROOT, "amanet", "_C*.so"))
+            target = os.path.abspath(self.get_ext_fullpath(ext.name))
             if os.environ.get("AMANET_REUSE_BUILT_EXT", "0") not in ("", "0") and built:
-                import shutil
-                target = self.get_ext_fullpath(ext.name)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                shutil.copyfile(built[0], target)
+                if os.path.abspath(built[0]) != target:   # (equal: built in place already)
+                    import shutil
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    shutil.copyfile(built[0], target)
                 return
             super().build_extension(ext)
 
     return {"build_ext": BuildOrReuse.with_options(use_ninja=True)}
 
 
-#: what every command needs (torch: the release the op library is compiled against)
 def _install_requires():
+    """What every command needs; torch: the release the op library is compiled against."""
     import torch
     release = torch.__version__.split("+")[0]
     return [f"torch=={release}", "torchvision", "numpy>=1.24", "pillow>=9.1",
             "opencv-python-headless>=4.8", "PyYAML>=6.0", "tqdm>=4.60"]
-
-
 
 
 setup(

@@ -7,7 +7,7 @@ command that reaches a missing one fails with :func:`missing_extra_message`'s on
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 #: extra -> its requirements
 EXTRAS: Dict[str, List[str]] = {
@@ -19,7 +19,7 @@ EXTRAS: Dict[str, List[str]] = {
 EXTRAS["all"] = sorted({r for reqs in EXTRAS.values() for r in reqs})
 
 #: top-level module -> (what it is, the extra that installs it)
-MODULE_EXTRA: Dict[str, tuple] = {
+MODULE_EXTRA: Dict[str, Tuple[str, str]] = {
     "av": ("PyAV", "video"),
     "onnx": ("ONNX", "onnx"),
     "onnxruntime": ("ONNX Runtime", "onnx"),

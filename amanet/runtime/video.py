@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from pathlib import Path
 from fractions import Fraction
+from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
