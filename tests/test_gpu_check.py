@@ -40,6 +40,7 @@ def test_dry_run_checks_every_step(tmp_path):
     collected = (tmp_path / "out" / "cuda_tests.log").read_text()
     assert "test_cuda.py::test_cuda_fp32_equals_cpu" in collected
     assert "test_amp_training_on_cuda" in collected
+    assert "test_gpu_first_contact.py::test_cuda_atomic_backwards_alert_in_deterministic_mode" in collected
 
 
 def test_unknown_argument_is_refused():

@@ -74,6 +74,7 @@ step() {
 PYTEST=("$PY" -m pytest -q -rs -p no:cacheprovider)
 CUDA_TESTS=(tests/test_ops_roi_align.py tests/test_ops_nms.py tests/test_ops_iuv_paste.py
             tests/test_ops_aggregation.py tests/test_ops_uv_loss.py tests/test_cuda.py
+            tests/test_gpu_first_contact.py
             tests/test_train.py)
 
 # 1. what is there

@@ -19,6 +19,20 @@
 
 namespace amanet {
 
+// rois[:, 0] must truncate to an image index of the input (torchvision does not check: it reads
+// out of bounds). Checked with tensor ops on the rois' own device, so that the CPU and CUDA
+// kernels raise the same error: on CUDA it costs one device-to-host copy of a flag, where a
+// device-side assert would poison the CUDA context for the rest of the process.
+inline void check_batch_indices(const char* op, const at::Tensor& rois, int64_t batch_size) {
+  if (rois.size(0) == 0) return;
+  const at::Tensor b = rois.select(1, 0);
+  const at::Tensor bad = b.gt(-1).logical_and(b.lt(static_cast<double>(batch_size))).logical_not();
+  if (!bad.any().item<bool>()) return;
+  const int64_t k = bad.nonzero().select(1, 0)[0].item<int64_t>();
+  TORCH_CHECK(false, op, ": rois[", k, ", 0] = ", b[k].item<double>(),
+              " is not a batch index of the input (batch size ", batch_size, ")");
+}
+
 inline bool is_reduced_float(at::ScalarType st) {
   return st == at::kHalf || st == at::kBFloat16;
 }

@@ -3,12 +3,35 @@
 // device kernel runs first (the math itself is in common/uv_interp_loss.h).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
 #include <array>
 #include <tuple>
 
 namespace amanet {
+
+// Every point's roi_index in [0, N) and part in [0, C), checked with tensor ops on the points'
+// own device so that the CPU and CUDA kernels raise the same error (on CUDA: one small
+// device-to-host copy, where a device-side assert would poison the CUDA context).
+inline void check_point_indices(const at::Tensor& roi_index, const at::Tensor& part, int64_t N, int64_t C) {
+  if (roi_index.numel() == 0) return;
+  const at::Tensor bad_roi = roi_index.lt(0).logical_or(roi_index.ge(N));
+  const at::Tensor bad_part = part.lt(0).logical_or(part.ge(C));
+  const at::Tensor flags = at::stack({bad_roi.any(), bad_part.any()}).cpu();
+  const bool* f = flags.const_data_ptr<bool>();
+  if (f[0]) {
+    const int64_t k = bad_roi.nonzero().select(1, 0)[0].item<int64_t>();
+    TORCH_CHECK(false, "uv_interp_loss: roi_index[", k, "] = ", roi_index[k].item<int64_t>(),
+                " is out of range for ", N, " RoIs");
+  }
+  if (f[1]) {
+    const int64_t k = bad_part.nonzero().select(1, 0)[0].item<int64_t>();
+    TORCH_CHECK(false, "uv_interp_loss: part[", k, "] = ", part[k].item<int64_t>(), " is out of range [0, ", C,
+                ") (0 = ignored point)");
+  }
+}
 
 inline void check_uv_interp_loss_inputs(const at::Tensor& u, const at::Tensor& v, const at::Tensor& roi_index,
                                         const at::Tensor& x, const at::Tensor& y, const at::Tensor& part,
@@ -52,19 +75,19 @@ inline at::ScalarType uv_interp_loss_compute_dtype(const at::Tensor& u) {
 
 // (dU, dV) for a backward kernel to fill, contiguous; an output whose output_mask entry is False
 // is undefined. `empty_uv_grads` leaves them uninitialised (the CPU kernel zeroes plane by plane
-// as it scatters); `zeros_for_uv_grads` zero-fills them.
+// as it scatters); `zeros_for_uv_grads` zero-fills them, in `dtype` (the CUDA kernel
+// accumulates the gradients of half / bfloat16 maps in float).
 inline std::tuple<at::Tensor, at::Tensor> empty_uv_grads(const at::Tensor& u, std::array<bool, 2> output_mask) {
   const auto opts = u.options().memory_format(at::MemoryFormat::Contiguous);
   return {output_mask[0] ? at::empty(u.sizes(), opts) : at::Tensor(),
           output_mask[1] ? at::empty(u.sizes(), opts) : at::Tensor()};
 }
 
-inline std::tuple<at::Tensor, at::Tensor> zeros_for_uv_grads(const at::Tensor& u,
-                                                            std::array<bool, 2> output_mask) {
-  auto grads = empty_uv_grads(u, output_mask);
-  if (std::get<0>(grads).defined()) std::get<0>(grads).zero_();
-  if (std::get<1>(grads).defined()) std::get<1>(grads).zero_();
-  return grads;
+inline std::tuple<at::Tensor, at::Tensor> zeros_for_uv_grads(const at::Tensor& u, std::array<bool, 2> output_mask,
+                                                            at::ScalarType dtype) {
+  const auto opts = u.options().dtype(dtype).memory_format(at::MemoryFormat::Contiguous);
+  return {output_mask[0] ? at::zeros(u.sizes(), opts) : at::Tensor(),
+          output_mask[1] ? at::zeros(u.sizes(), opts) : at::Tensor()};
 }
 
 }  // namespace amanet

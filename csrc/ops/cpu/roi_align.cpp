@@ -87,17 +87,6 @@ RoiBins<T> roi_bins_at(const T* rois, int64_t k, double spatial_scale, int64_t p
                           static_cast<int>(sampling_ratio), aligned);
 }
 
-// rois[:, 0] must truncate to a valid image index (torchvision does not check; it reads out of
-// bounds).
-template <typename T>
-void check_batch_indices(const T* rois, int64_t num_rois, int64_t batch_size) {
-  for (int64_t k = 0; k < num_rois; k++) {
-    const T b = static_cast<T>(rois[k * 5]);
-    TORCH_CHECK(b > T(-1) && b < static_cast<T>(batch_size), "roi_align: rois[", k,
-                ", 0] = ", b, " is not a batch index of the input (batch size ", batch_size, ")");
-  }
-}
-
 template <typename scalar_t>
 void forward_kernel(const scalar_t* input, const compute_t<scalar_t>* rois, scalar_t* output, int64_t num_rois,
                     int64_t channels, int64_t height, int64_t width, int64_t pooled_height,
@@ -229,9 +218,9 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
               ")");
   const at::Tensor input_ = input.contiguous();
   const at::Tensor rois_ = rois_for_kernel(rois, input.scalar_type());
+  check_batch_indices("roi_align", rois_, input.size(0));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_cpu", [&] {
     using T = compute_t<scalar_t>;
-    check_batch_indices(rois_.const_data_ptr<T>(), num_rois, input.size(0));
     forward_kernel<scalar_t>(input_.const_data_ptr<scalar_t>(), rois_.const_data_ptr<T>(),
                              output.mutable_data_ptr<scalar_t>(), num_rois, channels, height, width,
                              pooled_height, pooled_width, spatial_scale, sampling_ratio, aligned);
@@ -255,9 +244,9 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   if (grad.numel() == 0 || grad_input.numel() == 0) return grad_input.to(st);
   const at::Tensor grad_ = grad.contiguous();
   const at::Tensor rois_ = rois_for_kernel(rois, st);
+  check_batch_indices("roi_align_backward", rois_, batch_size);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "roi_align_backward_cpu", [&] {
     using T = compute_t<scalar_t>;
-    check_batch_indices(rois_.const_data_ptr<T>(), num_rois, batch_size);
     backward_kernel<scalar_t>(grad_.const_data_ptr<scalar_t>(), rois_.const_data_ptr<T>(),
                               grad_input.mutable_data_ptr<T>(), num_rois, channels, height, width,
                               pooled_height, pooled_width, spatial_scale, sampling_ratio, aligned);

@@ -45,13 +45,6 @@ Points prepare_points(const at::Tensor& u, const at::Tensor& roi_index, const at
           target_u.to(dt).contiguous(), target_v.to(dt).contiguous()};
 }
 
-inline void check_point(int64_t k, int64_t roi, int64_t part, int64_t N, int64_t C) {
-  TORCH_CHECK(roi >= 0 && roi < N, "uv_interp_loss: roi_index[", k, "] = ", roi, " is out of range for ", N,
-              " RoIs");
-  TORCH_CHECK(part >= 0 && part < C, "uv_interp_loss: part[", k, "] = ", part, " is out of range [0, ", C,
-              ") (0 = ignored point)");
-}
-
 // A [N, C, H, W] map read through its strides.
 template <typename scalar_t>
 struct Map {
@@ -78,6 +71,7 @@ at::Tensor uv_interp_loss_cpu(const at::Tensor& u, const at::Tensor& v, const at
   const Points pts = prepare_points(u, roi_index, x, y, part, target_u, target_v);
   const int64_t K = roi_index.numel();
   const int64_t N = u.size(0), C = u.size(1), H = u.size(2), W = u.size(3);
+  check_point_indices(pts.roi_index, pts.part, N, C);
   const int m = static_cast<int>(mode);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "uv_interp_loss_cpu", [&] {
@@ -97,7 +91,6 @@ at::Tensor uv_interp_loss_cpu(const at::Tensor& u, const at::Tensor& v, const at
         acc_t acc = 0;
         const int64_t end = std::min(K, (blk + 1) * kBlock);
         for (int64_t k = blk * kBlock; k < end; ++k) {
-          check_point(k, roi[k], prt[k], N, C);
           const Corners<scalar_t> c = corners(px[k], py[k], prt[k], H, W, m);
           if (!c.counted) continue;
           const scalar_t ue = sample(U.plane(roi[k], prt[k]), U.sh, U.sw, c);
@@ -116,12 +109,11 @@ at::Tensor uv_interp_loss_cpu(const at::Tensor& u, const at::Tensor& v, const at
 }
 
 // Stable counting sort of the points by map plane (roi * C + part): plane q's points are
-// order[begin[q] .. begin[q + 1]) in their original order. Validates every point first.
+// order[begin[q] .. begin[q + 1]) in their original order (points validated by the caller).
 void bucket_by_plane(const int64_t* roi, const int64_t* part, int64_t K, int64_t N, int64_t C,
                      std::vector<int64_t>& begin, std::vector<int64_t>& order) {
   begin.assign(N * C + 1, 0);
   for (int64_t k = 0; k < K; ++k) {
-    check_point(k, roi[k], part[k], N, C);
     ++begin[roi[k] * C + part[k] + 1];
   }
   for (int64_t q = 0; q < N * C; ++q) begin[q + 1] += begin[q];
@@ -143,6 +135,7 @@ std::tuple<at::Tensor, at::Tensor> uv_interp_loss_backward_cpu(
   const Points pts = prepare_points(u, roi_index, x, y, part, target_u, target_v);
   const int64_t K = roi_index.numel();
   const int64_t N = u.size(0), C = u.size(1), H = u.size(2), W = u.size(3);
+  check_point_indices(pts.roi_index, pts.part, N, C);
   const int m = static_cast<int>(mode);
   std::vector<int64_t> begin, order;
   bucket_by_plane(pts.roi_index.const_data_ptr<int64_t>(), pts.part.const_data_ptr<int64_t>(), K, N, C, begin,

@@ -4,6 +4,7 @@
 // float buffer (atomics on float, one rounding at the end). Note that nvcc contracts a * b + c
 // into FMAs by default (as for torchvision's kernel), so GPU results are not bit-identical to
 // the CPU kernel.
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -54,7 +55,7 @@ __global__ void roi_align_forward_kernel(int64_t total, const scalar_t* __restri
     const int64_t k = index / pooled_width / pooled_height / channels;
     const RoiBins<T> r = roi_bins_at(rois, k, spatial_scale, pooled_height, pooled_width,
                                      sampling_ratio, aligned);
-    if (r.batch < 0 || r.batch >= batch_size) {  // invalid batch index: 0 (the CPU raises)
+    if (r.batch < 0 || r.batch >= batch_size) {  // (the host check raised already) stay in bounds
       output[index] = static_cast<scalar_t>(0);
       continue;
     }
@@ -100,6 +101,7 @@ at::Tensor roi_align_cuda(const at::Tensor& input, const at::Tensor& rois, doubl
               ")");
   const at::Tensor input_ = input.contiguous();
   const at::Tensor rois_ = rois_for_kernel(rois, input.scalar_type());
+  check_batch_indices("roi_align", rois_, input.size(0));
   const int64_t total = output.numel();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_cuda", [&] {
@@ -129,8 +131,12 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
   at::Tensor grad_input = at::zeros({batch_size, channels, height, width},
                                     grad.options().dtype(direct ? st : at::kFloat));
   if (grad.numel() == 0 || grad_input.numel() == 0) return grad_input.to(st);
+  // bins of overlapping RoIs scatter into the same input pixels with atomicAdd: the float sums
+  // depend on the order the threads run in
+  at::globalContext().alertNotDeterministic("amanet::roi_align_backward (CUDA)");
   const at::Tensor grad_ = grad.contiguous();
   const at::Tensor rois_ = rois_for_kernel(rois, st);
+  check_batch_indices("roi_align_backward", rois_, batch_size);
   const int64_t total = grad_.numel();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "roi_align_backward_cuda", [&] {

@@ -2,11 +2,15 @@
 // Forward: a fixed grid of blocks walks the points; each block writes one partial sum (acc_t)
 // and the partials are summed by at::sum: no atomics, the result is deterministic.
 // Backward: dU/dV (those in output_mask) are zero-filled once, one thread per point scatters its
-// corner terms with atomicAdd (gpuAtomicAdd: also half / bfloat16). The upstream gradient is read
-// on the device (no host sync). The U/V maps are read in place through their strides.
-// Out-of-range roi_index / part trip a device-side assert (checking them on the host would
-// need a device-to-host sync).
+// corner terms with atomicAdd — into float buffers for half / bfloat16 maps (16-bit atomics
+// would round every partial sum), cast once at the end. Atomic sums depend on thread order, so
+// the backward alerts under torch.use_deterministic_algorithms(True). The upstream gradient is
+// read on the device. The U/V maps are read in place through their strides.
+// roi_index / part are range-checked on the host first (check_point_indices: one small
+// device-to-host copy), so a bad index is a Python error, not a device-side assert that would
+// poison the CUDA context; the kernels' asserts stay as a last guard.
 #include <ATen/AccumulateType.h>
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -21,6 +25,7 @@
 #include <algorithm>
 #include <array>
 #include <tuple>
+#include <type_traits>
 
 #include "../common/uv_interp_loss.h"
 #include "../uv_interp_loss.h"
@@ -71,21 +76,22 @@ __global__ void forward_kernel(Map<scalar_t> U, Map<scalar_t> V, const int64_t* 
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
-template <typename scalar_t, typename opmath_t>
-__device__ __forceinline__ void scatter(scalar_t* plane, int64_t W, const Corners<opmath_t>& c, opmath_t coef) {
-  gpuAtomicAdd(plane + c.y_lo * W + c.x_lo, static_cast<scalar_t>(coef * c.w00));
-  gpuAtomicAdd(plane + c.y_lo * W + c.x_hi, static_cast<scalar_t>(coef * c.w01));
-  gpuAtomicAdd(plane + c.y_hi * W + c.x_lo, static_cast<scalar_t>(coef * c.w10));
-  gpuAtomicAdd(plane + c.y_hi * W + c.x_hi, static_cast<scalar_t>(coef * c.w11));
+template <typename grad_t, typename opmath_t>
+__device__ __forceinline__ void scatter(grad_t* plane, int64_t W, const Corners<opmath_t>& c, opmath_t coef) {
+  gpuAtomicAdd(plane + c.y_lo * W + c.x_lo, static_cast<grad_t>(coef * c.w00));
+  gpuAtomicAdd(plane + c.y_lo * W + c.x_hi, static_cast<grad_t>(coef * c.w01));
+  gpuAtomicAdd(plane + c.y_hi * W + c.x_lo, static_cast<grad_t>(coef * c.w10));
+  gpuAtomicAdd(plane + c.y_hi * W + c.x_hi, static_cast<grad_t>(coef * c.w11));
 }
 
-template <typename scalar_t, typename opmath_t>
+// grad_t: the dU / dV buffers' type (float for half / bfloat16 maps, else the maps' own)
+template <typename scalar_t, typename opmath_t, typename grad_t>
 __global__ void backward_kernel(const scalar_t* __restrict__ grad, Map<scalar_t> U, Map<scalar_t> V,
                                 const int64_t* __restrict__ roi, const int64_t* __restrict__ part,
                                 const opmath_t* __restrict__ px, const opmath_t* __restrict__ py,
                                 const opmath_t* __restrict__ tu, const opmath_t* __restrict__ tv, int64_t K,
                                 int64_t N, int64_t C, int64_t H, int64_t W, int mode, opmath_t beta,
-                                scalar_t* __restrict__ dU, scalar_t* __restrict__ dV) {
+                                grad_t* __restrict__ dU, grad_t* __restrict__ dV) {
   const opmath_t g = static_cast<opmath_t>(grad[0]);
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < K; k += int64_t(blockDim.x) * gridDim.x) {
     const int64_t r = roi[k], p = part[k];
@@ -129,6 +135,7 @@ at::Tensor uv_interp_loss_cuda(const at::Tensor& u, const at::Tensor& v, const a
   const Points pts = prepare_points(u, roi_index, x, y, part, target_u, target_v);
   const int64_t K = roi_index.numel();
   const int64_t N = u.size(0), C = u.size(1), H = u.size(2), W = u.size(3);
+  check_point_indices(pts.roi_index, pts.part, N, C);
   const int blocks = point_blocks(K, kMaxForwardBlocks);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   at::Tensor out;
@@ -157,24 +164,37 @@ std::tuple<at::Tensor, at::Tensor> uv_interp_loss_backward_cuda(
               "uv_interp_loss_backward (CUDA kernel): grad and u must be on the same CUDA device");
   c10::cuda::CUDAGuard guard(u.device());
   at::Tensor grad_u, grad_v;  // (not structured bindings: the kernel lambdas capture them)
-  std::tie(grad_u, grad_v) = zeros_for_uv_grads(u, output_mask);
   const int64_t K = roi_index.numel();
-  if (K == 0 || (!output_mask[0] && !output_mask[1])) return {grad_u, grad_v};
+  const bool reduced = u.scalar_type() == at::kHalf || u.scalar_type() == at::kBFloat16;
+  // half / bfloat16: accumulate in float buffers of u's shape, cast once at the end
+  std::tie(grad_u, grad_v) = zeros_for_uv_grads(u, output_mask, reduced ? at::kFloat : u.scalar_type());
+  if (K == 0 || (!output_mask[0] && !output_mask[1])) {
+    return {grad_u.defined() ? grad_u.to(u.scalar_type()) : grad_u,
+            grad_v.defined() ? grad_v.to(u.scalar_type()) : grad_v};
+  }
+  at::globalContext().alertNotDeterministic("amanet::uv_interp_loss_backward (CUDA)");
   const Points pts = prepare_points(u, roi_index, x, y, part, target_u, target_v);
   const int64_t N = u.size(0), C = u.size(1), H = u.size(2), W = u.size(3);
+  check_point_indices(pts.roi_index, pts.part, N, C);
   const at::Tensor grad = grad_in.to(u.scalar_type()).contiguous();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "uv_interp_loss_backward_cuda", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    backward_kernel<scalar_t, opmath_t><<<point_blocks(K, int64_t(1) << 20), kThreads, 0, stream>>>(
+    using grad_t = std::conditional_t<std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>,
+                                      float, scalar_t>;
+    backward_kernel<scalar_t, opmath_t, grad_t><<<point_blocks(K, int64_t(1) << 20), kThreads, 0, stream>>>(
         grad.const_data_ptr<scalar_t>(), map_of<scalar_t>(u), map_of<scalar_t>(v),
         pts.roi_index.const_data_ptr<int64_t>(), pts.part.const_data_ptr<int64_t>(), pts.x.const_data_ptr<opmath_t>(),
         pts.y.const_data_ptr<opmath_t>(), pts.target_u.const_data_ptr<opmath_t>(),
         pts.target_v.const_data_ptr<opmath_t>(), K, N, C, H, W, static_cast<int>(mode), static_cast<opmath_t>(beta),
-        output_mask[0] ? grad_u.mutable_data_ptr<scalar_t>() : nullptr,
-        output_mask[1] ? grad_v.mutable_data_ptr<scalar_t>() : nullptr);
+        output_mask[0] ? grad_u.mutable_data_ptr<grad_t>() : nullptr,
+        output_mask[1] ? grad_v.mutable_data_ptr<grad_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+  if (reduced) {
+    if (grad_u.defined()) grad_u = grad_u.to(u.scalar_type());
+    if (grad_v.defined()) grad_v = grad_v.to(u.scalar_type());
+  }
   return {grad_u, grad_v};
 }
 
