@@ -25,12 +25,13 @@ demo: build
 	$(VENV)/bin/amanet predict --demo --out demo_out
 
 # The C++ runtime (CMakeLists.txt; tests/test_cpp.py builds and tests it) needs OpenCV's C++
-# library: installed from Debian where missing (root here and in CI; `apt-get update` only if the
-# package list does not know it yet).
+# library and nlohmann-json: installed from Debian where missing (root here and in CI;
+# `apt-get update` only if the package list does not know them yet).
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
+CPP_PACKAGES := libopencv-dev nlohmann-json3-dev
 cpp-deps:
-	@pkg-config --exists opencv4 2>/dev/null || { \
-	  $(APT_INSTALL) libopencv-dev || { apt-get update && $(APT_INSTALL) libopencv-dev; }; }
+	@{ pkg-config --exists opencv4 2>/dev/null && test -f /usr/include/nlohmann/json.hpp; } || { \
+	  $(APT_INSTALL) $(CPP_PACKAGES) || { apt-get update && $(APT_INSTALL) $(CPP_PACKAGES); }; }
 
 test: build cpp-deps
 	$(PY) -m pytest tests -q -rs

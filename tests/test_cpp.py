@@ -225,6 +225,40 @@ def test_bf16_torchscript_export_matches_python(cpp_build, exports, tmp_path):
     assert "computes in bf16 (its export precision); precision 'fp32' needs a re-export" in bad.stderr
 
 
+def _drop(key):
+    return lambda meta: meta.pop(key)
+
+
+def _set_input(key, value):
+    return lambda meta: meta["input"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_drop("gate_mode"), "missing field 'gate_mode'"),
+    (_set_input("min_size_test", "800"), "field 'input.min_size_test' is not a number"),
+    (_set_input("size_divisibility", 32.5), "field 'input.size_divisibility' is not an integer"),
+    (None, "bad amanet.json metadata"),
+])
+def test_bad_export_metadata_is_one_clear_error(cpp_build, exports, tmp_path, edit, message):
+    """amanet.json is read with nlohmann-json; a damaged one names the field (or says it is not
+    JSON), exit status 1, nothing written."""
+    extra = {"amanet.json": ""}
+    module = torch.jit.load(str(exports["s1x"]["ts"]), _extra_files=extra)
+    if edit is None:
+        text = extra["amanet.json"][:-7]                    # cut off: not JSON any more
+    else:
+        meta = json.loads(extra["amanet.json"])
+        edit(meta)
+        text = json.dumps(meta)
+    bad = tmp_path / "bad.ts"
+    torch.jit.save(module, str(bad), _extra_files={"amanet.json": text})
+    out = tmp_path / "o.png"
+    r = _run([cpp_build["infer"], bad, IMAGE, out], check=False)
+    assert r.returncode == 1 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not out.exists()
+
+
 def test_score_threshold_can_leave_nobody(cpp_build, exports, tmp_path):
     """--score-threshold post-filters the export's detections; zero people is a valid result."""
     png = tmp_path / "iuv.png"

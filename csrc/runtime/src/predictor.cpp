@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -21,9 +22,10 @@
 #include <malloc.h>
 #endif
 
+#include <nlohmann/json.hpp>
+
 #include "backend.h"
 #include "build_info.h"  // csrc/ops: amanet::build_info() (also ties us to libamanet_ops)
-#include "json.h"
 
 namespace amanet {
 namespace {
@@ -57,35 +59,62 @@ c10::Device parse_device(const std::string& name) {
   }
 }
 
+// Typed reads of amanet.json's fields (nlohmann-json): each names the field it could not read.
+using Json = nlohmann::json;
+
+const Json& field(const Json& obj, const std::string& key, const std::string& where = "") {
+  if (!obj.is_object()) throw Error("expected an object holding '" + where + key + "'");
+  const auto it = obj.find(key);
+  if (it == obj.end()) throw Error("missing field '" + where + key + "'");
+  return *it;
+}
+
+double as_number(const Json& v, const std::string& what) {
+  if (!v.is_number()) throw Error("field '" + what + "' is not a number");
+  return v.get<double>();
+}
+
+int64_t as_int(const Json& v, const std::string& what) {
+  if (v.is_number_integer()) return v.get<int64_t>();
+  const double d = as_number(v, what);  // 800.0 is an integer too
+  if (d != std::floor(d)) throw Error("field '" + what + "' is not an integer");
+  return static_cast<int64_t>(d);
+}
+
+std::string as_string(const Json& v, const std::string& what) {
+  if (!v.is_string()) throw Error("field '" + what + "' is not a string");
+  return v.get<std::string>();
+}
+
 // Reads amanet.json into ModelInfo; returns the list of output names.
 std::vector<std::string> parse_metadata(const std::string& text, const std::string& path, ModelInfo& info) {
   try {
-    json::Value meta = json::parse(text);
-    const int64_t version = meta.at("amanet_export_format").as_int("amanet_export_format");
+    const Json meta = Json::parse(text);
+    const int64_t version = as_int(field(meta, "amanet_export_format"), "amanet_export_format");
     if (version != kExportFormat)
       throw Error("unsupported amanet export format " + std::to_string(version) + " (this runtime reads " +
                   std::to_string(kExportFormat) + "); re-export the model with this amanet version");
-    info.family = meta.at("family").as_string("family");
-    const json::Value& input = meta.at("input");
-    info.channels = input.has("channels") ? input.at("channels").as_string("input.channels") : "BGR";
-    info.export_min_size = static_cast<int>(input.at("min_size_test").as_int("input.min_size_test"));
-    info.export_max_size = static_cast<int>(input.at("max_size_test").as_int("input.max_size_test"));
-    info.size_divisibility = static_cast<int>(input.at("size_divisibility").as_int("input.size_divisibility"));
-    info.heatmap_size = static_cast<int>(meta.at("heatmap_size").as_int("heatmap_size"));
-    info.gate_mode = static_cast<int>(meta.at("gate_mode").as_int("gate_mode"));
-    info.gate_threshold = meta.at("gate_threshold").as_number("gate_threshold");
-    info.precision = meta.has("precision") ? meta.at("precision").as_string("precision") : "fp32";
-    info.max_detections = meta.has("max_detections")
-                              ? static_cast<int>(meta.at("max_detections").as_int("max_detections"))
-                              : 0;
+    info.family = as_string(field(meta, "family"), "family");
+    const Json& input = field(meta, "input");
+    info.channels = input.contains("channels") ? as_string(input["channels"], "input.channels") : "BGR";
+    info.export_min_size = static_cast<int>(as_int(field(input, "min_size_test", "input."), "input.min_size_test"));
+    info.export_max_size = static_cast<int>(as_int(field(input, "max_size_test", "input."), "input.max_size_test"));
+    info.size_divisibility =
+        static_cast<int>(as_int(field(input, "size_divisibility", "input."), "input.size_divisibility"));
+    info.heatmap_size = static_cast<int>(as_int(field(meta, "heatmap_size"), "heatmap_size"));
+    info.gate_mode = static_cast<int>(as_int(field(meta, "gate_mode"), "gate_mode"));
+    info.gate_threshold = as_number(field(meta, "gate_threshold"), "gate_threshold");
+    info.precision = meta.contains("precision") ? as_string(meta["precision"], "precision") : "fp32";
+    info.max_detections =
+        meta.contains("max_detections") ? static_cast<int>(as_int(meta["max_detections"], "max_detections")) : 0;
     std::vector<std::string> outputs;
-    const json::Value& outs = meta.at("outputs");
-    if (outs.type != json::Value::Type::Array) throw Error("field 'outputs' is not a list");
-    for (const auto& o : outs.array) outputs.push_back(o.as_string("outputs[]"));
+    const Json& outs = field(meta, "outputs");
+    if (!outs.is_array()) throw Error("field 'outputs' is not a list");
+    for (const auto& o : outs) outputs.push_back(as_string(o, "outputs[]"));
     return outputs;
   } catch (const Error& e) {
     throw Error(path + ": " + e.what());
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // nlohmann::json::exception: not JSON at all
     throw Error(path + ": bad amanet.json metadata: " + e.what());
   }
 }
