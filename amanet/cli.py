@@ -151,6 +151,12 @@ def cmd_video(args: argparse.Namespace) -> int:
     from .viz import render
 
     styles = _check_picture_args(args)
+    if args.smooth_alpha is not None and not args.smooth:
+        raise ValueError("--smooth-alpha needs --smooth")
+    if args.keyframe_interval < 1:
+        raise ValueError(f"--keyframe-interval must be >= 1, got {args.keyframe_interval}")
+    if args.smooth and args.keyframe_interval > 1:
+        raise ValueError("--smooth and --keyframe-interval > 1 do not go together: choose one")
     overrides = list(args.opts or [])
     predictor, _ = _build_predictor(args, overrides)
     gate = predictor.cfg.densepose.mask_gate_threshold
@@ -158,18 +164,19 @@ def cmd_video(args: argparse.Namespace) -> int:
     def draw(frame, pred, style):
         return render(frame, pred, style, args.cmap, args.alpha, gate)
 
-    smoother = None
-    if args.smooth:
-        smoother = predictor.temporal_smoother(
-            **({} if args.smooth_alpha is None else {"dense_alpha": args.smooth_alpha}))
-    elif args.smooth_alpha is not None:
-        raise ValueError("--smooth-alpha needs --smooth")
+    smoother = predictor.video_smoother(
+        args.smooth, args.keyframe_interval,
+        **({} if args.smooth_alpha is None else {"dense_alpha": args.smooth_alpha}))
     summary = run_video(predictor.predict, args.input, args.output, styles, draw=draw,
-                        npz_dir=args.save_npz, progress=not args.quiet, smoother=smoother)
+                        npz_dir=args.save_npz, progress=not args.quiet, smoother=smoother,
+                        keyframe_interval=args.keyframe_interval)
     if not args.quiet:
         people = summary["people_per_frame"]
         tracked = (f", {summary['smoothing']['tracks']} people tracked"
                    if summary["smoothing"] else "")
+        if summary["keyframe_interval"] > 1:
+            tracked += (f", the model run on {summary['predicted_frames']} key frames (every "
+                        f"{summary['keyframe_interval']})")
         rate = (f"a variable frame rate (average {summary['fps']:.3f} fps; each frame's time "
                 "kept)" if summary["variable_frame_rate"] else f"{summary['fps']:.3f} fps")
         print(f"{args.input}: {summary['frames']} frames at {rate}, "
@@ -266,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     vi.add_argument("--smooth-alpha", type=float, default=None, metavar="A",
                     help="with --smooth: weight of the current frame's DensePose outputs, in "
                     "(0, 1]; lower is smoother, 1 only tracks (default: TemporalSmoother's)")
+    vi.add_argument("--keyframe-interval", type=int, default=1, metavar="K",
+                    help="run the model on every K-th frame only and carry the people along the "
+                    "optical flow to the frames between (nearly K times the frames/s; costs "
+                    "accuracy where people move fast, see README; not with --smooth)")
     _add_model_options(vi)
     vi.add_argument("-q", "--quiet", action="store_true")
     vi.set_defaults(func=cmd_video)

@@ -2,7 +2,7 @@
 """Video throughput of `amanet video` against the plain per-frame loop, in one run.
 
     .venv/bin/python bench/video.py --sizes 512x512 720x1280 --detections 1 3 --frames 8 \
-        --cases eager:fp32 eager:bf16 openvino:bf16 --out bench_video
+        --cases eager:fp32 eager:bf16 openvino:bf16 eager:bf16:k3 --out bench_video
     .venv/bin/python bench/video.py --quick --out /tmp/v        # CI smoke mode
 
 Writes video.json, video.md (table, CPU model and ISA) and video.png into --out.
@@ -20,8 +20,15 @@ from amanet.benchmarks.latency import cpu_info
 
 
 def parse_case(text):
-    backend, _, precision = text.partition(":")
-    return backend, precision or "fp32"
+    """``backend[:precision[:kK]]`` -> (backend, precision, K): ``eager:bf16:k3`` runs the model
+    on every 3rd frame (amanet video --keyframe-interval 3)."""
+    parts = text.split(":")
+    backend, precision, every = (parts + ["", ""])[:3]
+    if len(parts) > 3 or (every and not (every[0] == "k" and every[1:].isdigit()
+                                         and int(every[1:]) >= 1)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected backend[:precision[:kK]], "
+                                         "K >= 1")
+    return backend, precision or "fp32", int(every[1:]) if every else 1
 
 
 def main(argv=None):
@@ -32,17 +39,19 @@ def main(argv=None):
     p.add_argument("--detections", nargs="+", type=int, default=[1, 3])
     p.add_argument("--cases", nargs="+", type=parse_case,
                    default=[("eager", "fp32"), ("eager", "bf16"), ("openvino", "bf16")],
-                   help="backend:precision run through amanet video (the loop baseline, eager "
-                   "fp32, always runs first)")
+                   help="backend:precision[:kK] run through amanet video, kK: the model on "
+                   "every K-th frame (--keyframe-interval K); the loop baseline, eager fp32, "
+                   "always runs first")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--vis", default="magicanimate")
     p.add_argument("--out", default="bench_video")
-    p.add_argument("--quick", action="store_true", help="one tiny clip, 2 frames, eager only")
+    p.add_argument("--quick", action="store_true",
+                   help="one tiny clip, 2 frames, eager fp32 with and without key frames")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.detections, args.frames = [(96, 128)], [1], 2
-        args.cases = [("eager", "fp32")]
+        args.cases = [("eager", "fp32", 1), ("eager", "fp32", 2)]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -115,8 +115,70 @@ def test_predict_video_smooth_equals_the_smoother_over_predict(tmp_path):
         np.testing.assert_array_equal(a.iuv, b.iuv)
 
 
+def test_keyframes_run_the_model_on_every_kth_frame_only(tmp_path):
+    """keyframe_interval 3 on 7 frames: the model sees frames 0, 3 and 6 (those come out as the
+    per-frame predictions), the others are carried people with the same track ids."""
+    from amanet.assets import DEMO_MODEL
+    from amanet.data.video_io import open_video
+    from amanet.runtime import Predictor
+    from amanet.runtime.video import run_video
+
+    files = write_clip(tmp_path / "clip", 0, 0, 7, (96, 96))     # two people, brisk
+    pred = Predictor(None, str(DEMO_MODEL))
+    seen = []
+
+    def counting(frame):
+        seen.append(frame)
+        return pred(frame)
+
+    summary = run_video(counting, files.frames, tmp_path / "out", ["parts"], progress=False,
+                        npz_dir=tmp_path / "raw", keyframe_interval=3,
+                        smoother=pred.video_smoother(keyframe_interval=3))
+    frames = list(open_video(files.frames).frames())
+    assert len(seen) == 3 and summary["predicted_frames"] == 3 and summary["frames"] == 7
+    for s, t in zip(seen, (0, 3, 6), strict=True):
+        np.testing.assert_array_equal(s, frames[t])
+    streamed = [p for _, p in pred.predict_video(files.frames, keyframe_interval=3)]
+    assert len(streamed) == 7
+    for t in (0, 3, 6):
+        assert (streamed[t].iuv[0] == pred(frames[t]).iuv[0]).mean() > 0.9999
+    ids = [sorted(p.track_ids) for p in streamed]
+    assert all(ids[t] == ids[t - t % 3] for t in range(7)), ids     # carried frames: same people
+    assert set(ids[0]) & set(ids[3]) & set(ids[6]), ids             # someone followed throughout
+    written = sorted((tmp_path / "out").glob("*.png"))
+    assert len(written) == 7 and len(list((tmp_path / "raw").glob("*.npz"))) == 7
+
+
+def test_keyframe_settings_are_checked_before_any_work(tmp_path, capsys):
+    from amanet.assets import DEMO_MODEL
+    from amanet.runtime import Predictor
+    from amanet.runtime.video import run_video
+
+    with pytest.raises(ValueError, match="needs a TemporalSmoother"):
+        run_video(lambda f: None, tmp_path / "missing.mp4", tmp_path / "o.mp4",
+                  keyframe_interval=2)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="whole number >= 1"):
+            run_video(lambda f: None, tmp_path / "missing.mp4", tmp_path / "o.mp4",
+                      keyframe_interval=bad)
+    pred = Predictor(None, str(DEMO_MODEL))
+    with pytest.raises(ValueError, match="choose one"):
+        pred.video_smoother(True, 2)
+    with pytest.raises(ValueError, match="need smooth=True"):
+        pred.video_smoother(dense_alpha=0.3)
+    assert pred.video_smoother() is None
+    assert pred.video_smoother(keyframe_interval=2).dense_alpha == 1.0
+    files = write_clip(tmp_path / "clip", 0, 0, 4, (96, 96))
+    assert main(["video", str(files.frames), str(tmp_path / "kf.mp4"),
+                 "--keyframe-interval", "2"]) == 0
+    assert "the model run on 2 key frames (every 2)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args,msg", [(["--smooth", "--smooth-alpha", "0"], "dense_alpha"),
-                                      (["--smooth-alpha", "0.5"], "needs --smooth")])
+                                      (["--smooth-alpha", "0.5"], "needs --smooth"),
+                                      (["--keyframe-interval", "0"], ">= 1"),
+                                      (["--smooth", "--keyframe-interval", "2"],
+                                       "do not go together")])
 def test_bad_smoothing_options_are_one_line(tmp_path, capsys, args, msg):
     files = write_clip(tmp_path / "clip", 0, 0, 1, (64, 64))
     out = tmp_path / "out.mp4"

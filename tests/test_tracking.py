@@ -175,6 +175,64 @@ def test_hysteresis_stops_a_near_tie_from_flipping():
     assert out.densepose["fine_segm"][0, :, 4, 4].argmax() == 7
 
 
+def _textured_pan(shift, steps):
+    """BGR frames ``[240, 320]`` of a blurred random texture moving ``shift`` px right per
+    frame (the first frame unmoved)."""
+    import cv2
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(cv2.resize((rng.random((60, 80)) * 255).astype(np.uint8),
+                                       (320, 240)), (5, 5), 0)
+    first = np.stack([base] * 3, axis=-1)
+    return [np.roll(first, shift * t, axis=1) for t in range(steps)]
+
+
+def test_propagate_carries_people_along_the_motion():
+    """Key frames: the frames between are the last people moved along the optical flow —
+    boxes by the scene's motion, outputs read where each point was (a ramp of image x over
+    the first box reads 3 px less per frame at the same grid point), scores and ids kept."""
+    frames = _textured_pan(3, 3)
+    box = [100.0, 60.0, 180.0, 180.0]
+    rng = np.random.default_rng(2)
+    fine = rng.normal(size=(1, 25, S, S)).astype(np.float32)
+    u = np.repeat(_ramp(box, 0)[None], 25, axis=1)               # [1, 25, S, S]: image x
+    pred = _prediction([box], fine, u)
+    pred.scores = np.array([0.7], np.float32)
+    sm = TemporalSmoother(_echo, box_alpha=1.0, dense_alpha=1.0)
+    sm(pred, frames[0])
+    for t in (1, 2):
+        out = sm.propagate(frames[t])
+        assert list(out.track_ids) == [0] and out.image_size == (240, 320)
+        np.testing.assert_allclose(out.scores, [0.7])
+        np.testing.assert_allclose(out.boxes[0], np.add(box, [3 * t, 0, 3 * t, 0]), atol=0.5)
+        inner = (slice(None), slice(1, -1), slice(1, -1))        # away from the box's border
+        np.testing.assert_allclose(out.densepose["u"][0][inner],
+                                   (_ramp(out.boxes[0], 0)[0] - 3 * t)[None].repeat(25, 0)
+                                   [inner], atol=0.6)
+        assert (_softmax(out.densepose["fine_segm"], 1).argmax(1)[0][inner[1:]] ==
+                fine.argmax(1)[0][inner[1:]]).mean() > 0.9
+    # the next predicted frame continues the track from where it was carried
+    moved = _prediction([np.add(box, [9, 0, 9, 0])], fine, u)
+    assert list(sm(moved, np.roll(frames[0], 9, axis=1)).track_ids) == [0]
+
+
+def test_propagate_shows_only_people_seen_on_the_last_frame_and_needs_one():
+    sm = TemporalSmoother(_echo, box_alpha=1.0, dense_alpha=1.0)
+    frames = _textured_pan(2, 4)
+    with pytest.raises(RuntimeError, match="predicted frame first"):
+        sm.propagate(frames[0])
+    a, b = [20, 20, 80, 120], [150, 30, 220, 200]
+    sm(_prediction([a, b]), frames[0])
+    sm(_prediction([b]), frames[1])                 # a unseen: not carried
+    out = sm.propagate(frames[2])
+    assert list(out.track_ids) == [1] and out.boxes.shape == (1, 4)
+    sm(_prediction(np.zeros((0, 4))), frames[3])    # nobody: an empty prediction
+    empty = sm.propagate(frames[3])
+    assert len(empty) == 0 and list(empty.track_ids) == []
+    assert {k: v.shape for k, v in empty.densepose.items()} == {
+        "body_mask": (0, 2, S, S), "fine_segm": (0, 25, S, S), "u": (0, 25, S, S),
+        "v": (0, 25, S, S)}
+
+
 @pytest.mark.parametrize("bad", [{"box_alpha": 0.0}, {"dense_alpha": 1.5},
                                  {"hysteresis": -0.1}, {"hysteresis": 1.0}])
 def test_settings_out_of_range_are_refused(bad):

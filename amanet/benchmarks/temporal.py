@@ -9,6 +9,9 @@ per setting, so every case sees identical detections. Measured per case:
   those frames;
 - **per-frame accuracy**: GPS / GPSm / IoU / box AP of all frames against their truth (the
   synthetic geodesics), as the evaluator scores still images.
+
+Key-frame cases (``keyframe_interval`` K) use the same predictions on frames 0, K, 2K, ... and
+carry people along the optical flow to the others (the model's results there are unused).
 """
 from __future__ import annotations
 
@@ -48,7 +51,17 @@ CASES: Dict[str, Dict] = {
     "stronger (dense_alpha 0.3)": {"dense_alpha": 0.3},
     "+ hysteresis 0.1": {"hysteresis": 0.1},
     "hysteresis only": {"box_alpha": 1.0, "dense_alpha": 1.0, "hysteresis": 0.1},
+    # the model on every K-th frame only, people carried along the flow in between
+    # (amanet video --keyframe-interval K): what the speed costs in accuracy
+    "key frames every 2": {"box_alpha": 1.0, "dense_alpha": 1.0, "keyframe_interval": 2},
+    "key frames every 3": {"box_alpha": 1.0, "dense_alpha": 1.0, "keyframe_interval": 3},
+    "key frames every 4": {"box_alpha": 1.0, "dense_alpha": 1.0, "keyframe_interval": 4},
 }
+
+
+#: case settings that are not the smoother's: ``flow`` (see :data:`CASES`) and
+#: ``keyframe_interval`` K (the model runs on every K-th frame, the others are propagated)
+RUN_SETTINGS = ("flow", "keyframe_interval")
 
 
 @dataclass
@@ -113,14 +126,20 @@ def run_temporal(weights: str, work_dir: Path, clips: int = 4, frames: int = 32,
         truth_files.append(files.annotations)
         truth = np.load(files.truth)["I"]
         smoothers = [None] + [predictor.temporal_smoother(**{k: v for k, v in r.settings.items()
-                                                             if k != "flow"})
+                                                             if k not in RUN_SETTINGS})
                               for r in results[1:]]
         sees = [True] + [r.settings.get("flow", True) for r in results[1:]]
+        every = [1] + [r.settings.get("keyframe_interval", 1) for r in results[1:]]
         labels = [[] for _ in results]
         for t, frame in enumerate(open_video(files.frames).frames()):
             pred = predictor(frame)
             for k, sm in enumerate(smoothers):
-                p = pred if sm is None else sm(pred, frame if sees[k] else None)
+                if sm is None:
+                    p = pred
+                elif t % every[k]:
+                    p = sm.propagate(frame)
+                else:
+                    p = sm(pred, frame if sees[k] else None)
                 labels[k].append(p.iuv[0] if p.iuv is not None else
                                  np.zeros(truth.shape[1:], np.uint8))
                 entries[k].extend(densepose_results(p, (c + 1) * 100000 + t + 1))

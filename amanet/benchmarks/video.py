@@ -37,6 +37,7 @@ class VideoResult:
     seconds: float
     fps: float
     speedup: float = 0.0    # fps / the loop's fps on the same clip and detections
+    keyframe_interval: int = 1   # the model on every K-th frame, people carried in between
 
 
 def make_clip(path: Path, height: int, width: int, frames: int, fps: int = 25) -> Path:
@@ -92,7 +93,8 @@ def loop_baseline(predictor, clip: Path, out: Path, style: str) -> int:
     return n
 
 
-def time_case(mode: str, predictor, clip: Path, out: Path, style: str) -> Tuple[int, float]:
+def time_case(mode: str, predictor, clip: Path, out: Path, style: str,
+              keyframe_interval: int = 1) -> Tuple[int, float]:
     from ..data.video_io import open_video
     from ..runtime.video import run_video
 
@@ -101,15 +103,17 @@ def time_case(mode: str, predictor, clip: Path, out: Path, style: str) -> Tuple[
     if mode == LOOP:
         n = loop_baseline(predictor, clip, out, style)
     else:
-        n = run_video(predictor.predict, clip, out, [style], progress=False)["frames"]
+        n = run_video(predictor.predict, clip, out, [style], progress=False,
+                      smoother=predictor.video_smoother(keyframe_interval=keyframe_interval),
+                      keyframe_interval=keyframe_interval)["frames"]
     return n, time.perf_counter() - start
 
 
 def run_all(family: str, sizes: Sequence[Tuple[int, int]], detections: Sequence[int],
-            cases: Sequence[Tuple[str, str]], frames: int, work_dir: Path, threads: int = 2,
+            cases: Sequence[Tuple], frames: int, work_dir: Path, threads: int = 2,
             style: str = "magicanimate") -> List[VideoResult]:
-    """The loop baseline, then ``cases`` ((backend, precision) through ``amanet video``), per
-    clip size and detection count."""
+    """The loop baseline, then ``cases`` (``(backend, precision)`` or ``(backend, precision,
+    keyframe_interval)``, through ``amanet video``), per clip size and detection count."""
     import torch
 
     torch.set_num_threads(threads)
@@ -117,30 +121,42 @@ def run_all(family: str, sizes: Sequence[Tuple[int, int]], detections: Sequence[
     for h, w in sizes:
         clip = make_clip(work_dir / f"clip_{h}x{w}.mp4", h, w, frames)
         for d in detections:
-            runs = [(LOOP, "eager", "fp32")] + [(PIPELINE, b, p) for b, p in cases]
+            runs = [(LOOP, "eager", "fp32", 1)] + [(PIPELINE, *c[:2], c[2] if len(c) > 2 else 1)
+                                                    for c in cases]
             base_fps: Optional[float] = None
-            for mode, backend, precision in runs:
+            for mode, backend, precision, every in runs:
                 predictor = make_predictor(family, backend, precision, d, work_dir / "exports",
                                            threads)
-                n, secs = time_case(mode, predictor, clip, work_dir / f"out_{mode}.mp4", style)
-                r = VideoResult(mode, backend, precision, h, w, d, n, secs, n / secs)
+                n, secs = time_case(mode, predictor, clip, work_dir / f"out_{mode}.mp4", style,
+                                    every)
+                r = VideoResult(mode, backend, precision, h, w, d, n, secs, n / secs,
+                                keyframe_interval=every)
                 base_fps = r.fps if mode == LOOP else base_fps
                 r.speedup = r.fps / base_fps if base_fps else 0.0
-                logger.info("%s %s %s %dx%d %d people: %.2f frames/s (%.2fx)", mode, backend,
-                            precision, h, w, d, r.fps, r.speedup)
+                logger.info("%s %s %s key frames every %d, %dx%d %d people: %.2f frames/s "
+                            "(%.2fx)", mode, backend, precision, every, h, w, d, r.fps,
+                            r.speedup)
                 results.append(r)
     return results
 
 
 def markdown_table(results: List[VideoResult], header: str = "") -> str:
     lines = [header, ""] if header else []
-    lines += ["| clip | people | pipeline | backend | precision | frames | s | frames/s | vs loop |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| clip | people | pipeline | backend | precision | key frames | frames | s | "
+              "frames/s | vs loop |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        every = "all" if r.keyframe_interval == 1 else f"every {r.keyframe_interval}"
         lines.append(f"| {r.width}x{r.height} | {r.detections} | {r.mode} | {r.backend} | "
-                     f"{r.precision} | {r.frames} | {r.seconds:.1f} | {r.fps:.3f} | "
+                     f"{r.precision} | {every} | "
+                     f"{r.frames} | {r.seconds:.1f} | {r.fps:.3f} | "
                      f"{r.speedup:.2f}x |")
     return "\n".join(lines)
+
+
+def _label(r: VideoResult) -> Tuple[str, ...]:
+    every = () if r.keyframe_interval == 1 else (f"key frames 1/{r.keyframe_interval}",)
+    return (r.mode, r.backend, r.precision, *every)
 
 
 def bar_chart(results: List[VideoResult], path: Path) -> None:
@@ -149,13 +165,12 @@ def bar_chart(results: List[VideoResult], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = sorted({(r.width, r.height, r.detections) for r in results})
-    labels = sorted({(r.mode, r.backend, r.precision) for r in results},
-                    key=lambda k: (k[0] != LOOP, k))
+    labels = sorted({_label(r) for r in results}, key=lambda k: (k[0] != LOOP, k))
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(len(labels), 1)
     for j, lab in enumerate(labels):
         ys = [next((r.fps for r in results if (r.width, r.height, r.detections) == g
-                    and (r.mode, r.backend, r.precision) == lab), 0.0) for g in groups]
+                    and _label(r) == lab), 0.0) for g in groups]
         ax.bar(np.arange(len(groups)) + j * width, ys, width, label=" ".join(lab))
     ax.set_xticks(np.arange(len(groups)) + width * (len(labels) - 1) / 2)
     ax.set_xticklabels([f"{w}x{h}, {d} people" for w, h, d in groups])

@@ -186,19 +186,45 @@ class Predictor:
         return [self.predict(im) for im in images]
 
     def predict_video(self, source, prefetch: int = 4, smooth: bool = False,
+                      keyframe_interval: int = 1,
                       **smoothing) -> Iterator[Tuple[int, Prediction]]:
         """``(frame index, Prediction)`` for every frame of a video file or a folder of frames,
         streamed (frames decoded ``prefetch`` ahead in a thread; memory does not grow with the
         video). ``smooth``: people tracked across frames (``Prediction.track_ids``) and their
         boxes and DensePose outputs smoothed over time (``smoothing``: the settings of
-        :meth:`temporal_smoother`). :func:`amanet.runtime.video.run_video` also draws and
-        encodes."""
+        :meth:`temporal_smoother`). ``keyframe_interval`` K > 1: the model runs on every K-th
+        frame only, the people are carried along the optical flow in between (tracked, not
+        smoothed; see :meth:`video_smoother`). :func:`amanet.runtime.video.run_video` also draws
+        and encodes."""
         from ..data.video_io import open_video
         from .video import predict_frames
 
-        smoother = self.temporal_smoother(**smoothing) if smooth else None
-        for i, _, pred in predict_frames(self.predict, open_video(source), prefetch, smoother):
+        smoother = self.video_smoother(smooth, keyframe_interval, **smoothing)
+        for i, _, pred in predict_frames(self.predict, open_video(source), prefetch, smoother,
+                                         keyframe_interval):
             yield i, pred
+
+    def video_smoother(self, smooth: bool = False, keyframe_interval: int = 1,
+                       **settings) -> Optional["TemporalSmoother"]:
+        """What a video run passes its predictions through: ``None`` (every frame as the model
+        sees it), a smoothing :meth:`temporal_smoother` (``smooth``), or, for a
+        ``keyframe_interval`` > 1, a tracking-only one (no blending) that carries people between
+        key frames. Smoothing and key frames together are refused: measured, smoothing over
+        carried frames lost up to 10 points of AP (README, "Key frames")."""
+        from .video import check_keyframe_interval
+
+        keyframe_interval = check_keyframe_interval(keyframe_interval)
+        if smooth and keyframe_interval > 1:
+            raise ValueError("smoothing and a keyframe interval > 1 do not go together (key "
+                             "frames already track people; smoothing over carried frames costs "
+                             "accuracy): choose one")
+        if smooth:
+            return self.temporal_smoother(**settings)
+        if settings:
+            raise ValueError(f"smoothing settings {sorted(settings)} need smooth=True")
+        if keyframe_interval > 1:
+            return self.temporal_smoother(box_alpha=1.0, dense_alpha=1.0)
+        return None
 
     # -- post-processing -------------------------------------------------------------------
     def _postprocess(self, det, orig_hw, resized_hw) -> Prediction:

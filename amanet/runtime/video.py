@@ -68,22 +68,51 @@ def _threaded(items: Iterator, maxsize: int, name: str) -> Iterator:
 
 def predict_frames(predict: Callable[[np.ndarray], Prediction], source: VideoSource,
                    prefetch: int = 4,
-                   smoother: Optional[Callable[..., Prediction]] = None
+                   smoother: Optional[Callable[..., Prediction]] = None,
+                   keyframe_interval: int = 1
                    ) -> Iterator[Tuple[int, np.ndarray, Prediction]]:
     """``(index, frame_bgr, prediction)`` for every frame, decoded ``prefetch`` frames ahead;
     each prediction passed through ``smoother`` (a
-    :class:`~amanet.runtime.tracking.TemporalSmoother`) in frame order when given."""
-    for i, _, frame, pred in _timed_predictions(predict, source, prefetch, smoother):
+    :class:`~amanet.runtime.tracking.TemporalSmoother`) in frame order when given.
+    ``keyframe_interval`` K > 1: the model runs on frames 0, K, 2K, ... only; the smoother
+    (required) carries their people along the optical flow to the frames between
+    (:meth:`~amanet.runtime.tracking.TemporalSmoother.propagate`)."""
+    for i, _, frame, pred in _timed_predictions(predict, source, prefetch, smoother,
+                                                keyframe_interval):
         yield i, frame, pred
 
 
-def _timed_predictions(predict, source: VideoSource, prefetch: int, smoother
+def check_keyframe_interval(keyframe_interval) -> int:
+    """``keyframe_interval`` as an int >= 1, or one clear ValueError."""
+    if isinstance(keyframe_interval, bool) or not isinstance(keyframe_interval,
+                                                             (int, np.integer)) \
+            or keyframe_interval < 1:
+        raise ValueError(f"keyframe interval must be a whole number >= 1, got "
+                         f"{keyframe_interval!r}")
+    return int(keyframe_interval)
+
+
+def _check_schedule(keyframe_interval, smoother) -> int:
+    every = check_keyframe_interval(keyframe_interval)
+    if every > 1 and not hasattr(smoother, "propagate"):
+        raise ValueError("a keyframe interval > 1 needs a TemporalSmoother to carry people "
+                         "between key frames (Predictor.video_smoother)")
+    return every
+
+
+def _timed_predictions(predict, source: VideoSource, prefetch: int, smoother,
+                       keyframe_interval: int = 1
                        ) -> Iterator[Tuple[int, Optional[Fraction], np.ndarray, Prediction]]:
     """:func:`predict_frames` with each frame's presentation time (seconds, or ``None``)."""
+    every = _check_schedule(keyframe_interval, smoother)
     for i, (time, frame) in enumerate(_threaded(source.timed_frames(), prefetch,
                                                 "amanet-decode")):
-        pred = predict(frame)
-        yield i, time, frame, (smoother(pred, frame) if smoother is not None else pred)
+        if i % every:
+            pred = smoother.propagate(frame)
+        else:
+            pred = predict(frame)
+            pred = smoother(pred, frame) if smoother is not None else pred
+        yield i, time, frame, pred
 
 
 class _FrameIntervals:
@@ -128,11 +157,14 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
               styles: Sequence[str] = ("magicanimate",),
               draw: Optional[Callable[[np.ndarray, Prediction, str], np.ndarray]] = None,
               npz_dir=None, progress: bool = True, queue_size: int = 4,
-              smoother: Optional[Callable[..., Prediction]] = None) -> Dict[str, object]:
+              smoother: Optional[Callable[..., Prediction]] = None,
+              keyframe_interval: int = 1) -> Dict[str, object]:
     """Predict every frame of ``source_path`` (a video file or a folder of frames) and write the
     pictures ``styles`` as videos (``.mp4``/``.mkv``/``.mov``) or PNG folders at ``out_path``
     (see :func:`output_paths`), plus per-frame ``.npz`` results into ``npz_dir``. ``smoother``
-    (``Predictor.temporal_smoother()``): people tracked and smoothed over time.
+    (``Predictor.video_smoother()``): people tracked and smoothed over time;
+    ``keyframe_interval`` K > 1: the model runs on every K-th frame only, the smoother carries
+    the people along the optical flow in between (see :func:`predict_frames`).
 
     Every output is written under a temporary name and renamed only when the whole video is
     done; on any error (or Ctrl-C) the partial outputs are removed. Returns a summary.
@@ -142,6 +174,7 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
     from ..viz import render
 
     draw = draw or render
+    keyframe_interval = _check_schedule(keyframe_interval, smoother)
     source = open_video(source_path)
     paths = output_paths(Path(out_path), list(styles))
     sinks: Dict[str, VideoSink] = {}
@@ -169,7 +202,8 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
     bar = tqdm(total=source.num_frames, unit="frame", desc="video", disable=not progress)
 
     def drawn() -> Iterator[Tuple[int, Optional[Fraction], Dict[str, np.ndarray], Prediction]]:
-        for i, time, frame, pred in _timed_predictions(predict, source, queue_size, smoother):
+        for i, time, frame, pred in _timed_predictions(predict, source, queue_size, smoother,
+                                                       keyframe_interval):
             yield i, time, {s: draw(frame, pred, s) for s in styles}, pred
 
     try:
@@ -201,7 +235,9 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
             "outputs": written, "people_per_frame": people,
             "npz": str(npz) if npz is not None else None,
             "variable_frame_rate": intervals.variable,
-            "smoothing": smoothing_summary(smoother)}
+            "smoothing": smoothing_summary(smoother),
+            "keyframe_interval": keyframe_interval,
+            "predicted_frames": -(-len(people) // keyframe_interval)}
 
 
 def _as_bgr(picture: np.ndarray, style: str) -> np.ndarray:
