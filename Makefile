@@ -33,7 +33,9 @@ cpp-deps:
 	@{ pkg-config --exists opencv4 2>/dev/null && test -f /usr/include/nlohmann/json.hpp; } || { \
 	  $(APT_INSTALL) $(CPP_PACKAGES) || { apt-get update && $(APT_INSTALL) $(CPP_PACKAGES); }; }
 
+# `amanet doctor` first: the log then says what the machine and the install can do.
 test: build cpp-deps
+	$(VENV)/bin/amanet doctor
 	$(PY) -m pytest tests -q -rs
 
 clean:

@@ -165,8 +165,8 @@ def bar_chart(results: List[VideoResult], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = sorted({(r.width, r.height, r.detections) for r in results})
-    labels = sorted({_label(r) for r in results}, key=lambda k: (k[0] != LOOP, k))
-    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = list(dict.fromkeys(_label(r) for r in results))     # in the order they ran
+    fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / max(len(labels), 1)
     for j, lab in enumerate(labels):
         ys = [next((r.fps for r in results if (r.width, r.height, r.detections) == g
@@ -176,7 +176,7 @@ def bar_chart(results: List[VideoResult], path: Path) -> None:
     ax.set_xticklabels([f"{w}x{h}, {d} people" for w, h, d in groups])
     ax.set_ylabel("frames/s")
     ax.set_title("amanet video vs the per-frame loop (same clip, same run)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
