@@ -25,12 +25,14 @@ demo: build
 	$(VENV)/bin/amanet predict --demo --out demo_out
 
 # The C++ runtime (CMakeLists.txt; tests/test_cpp.py builds and tests it) needs OpenCV's C++
-# library and nlohmann-json: installed from Debian where missing (root here and in CI;
-# `apt-get update` only if the package list does not know them yet).
+# library and nlohmann-json, and tests/test_gpu_check.py lints tools/gpu_check.sh with
+# shellcheck: installed from Debian where missing (root here and in CI; `apt-get update` only if
+# the package list does not know them yet).
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
-CPP_PACKAGES := libopencv-dev nlohmann-json3-dev
+CPP_PACKAGES := libopencv-dev nlohmann-json3-dev shellcheck
 cpp-deps:
-	@{ pkg-config --exists opencv4 2>/dev/null && test -f /usr/include/nlohmann/json.hpp; } || { \
+	@{ pkg-config --exists opencv4 2>/dev/null && test -f /usr/include/nlohmann/json.hpp \
+	   && command -v shellcheck >/dev/null; } || { \
 	  $(APT_INSTALL) $(CPP_PACKAGES) || { apt-get update && $(APT_INSTALL) $(CPP_PACKAGES); }; }
 
 # `amanet doctor` first: the log then says what the machine and the install can do.
