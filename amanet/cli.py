@@ -147,7 +147,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_video(args: argparse.Namespace) -> int:
     """``amanet video IN OUT``: DensePose pictures of every frame (see amanet.runtime.video)."""
-    from .runtime.video import run_video
+    from .runtime.video import run_video, should_overlap
     from .viz import render
 
     styles = _check_picture_args(args)
@@ -169,7 +169,8 @@ def cmd_video(args: argparse.Namespace) -> int:
         **({} if args.smooth_alpha is None else {"dense_alpha": args.smooth_alpha}))
     summary = run_video(predictor.predict, args.input, args.output, styles, draw=draw,
                         npz_dir=args.save_npz, progress=not args.quiet, smoother=smoother,
-                        keyframe_interval=args.keyframe_interval)
+                        keyframe_interval=args.keyframe_interval,
+                        overlap=should_overlap(predictor.device.type))
     if not args.quiet:
         people = summary["people_per_frame"]
         tracked = (f", {summary['smoothing']['tracks']} people tracked"

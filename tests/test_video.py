@@ -143,7 +143,8 @@ def test_predict_video_streams_the_same_results_as_single_frames(tmp_path):
     assert sum(len(p) for _, p in streamed) > 0, "the demo model finds the synthetic people"
 
 
-def test_failure_mid_video_leaves_nothing_that_looks_finished(tmp_path):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_failure_mid_video_leaves_nothing_that_looks_finished(tmp_path, overlap):
     from amanet.assets import DEMO_MODEL
     from amanet.runtime import Predictor
     from amanet.runtime.video import run_video
@@ -161,8 +162,51 @@ def test_failure_mid_video_leaves_nothing_that_looks_finished(tmp_path):
 
     out = tmp_path / "o.mp4"
     with pytest.raises(KeyboardInterrupt):
-        run_video(pred.predict, src, out, draw=draw, npz_dir=tmp_path / "npz", progress=False)
+        run_video(pred.predict, src, out, draw=draw, npz_dir=tmp_path / "npz", progress=False,
+                  overlap=overlap)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_overlapped_and_serial_runs_write_the_same(tmp_path):
+    """The threaded pipeline and the one-after-another one: the same frames, pictures and raw
+    results, in order."""
+    from amanet.assets import DEMO_MODEL
+    from amanet.runtime import Predictor
+    from amanet.runtime.video import run_video
+
+    src = _write_video(tmp_path / "in.mp4")
+    pred = Predictor(None, weights=str(DEMO_MODEL))
+    runs = {}
+    for overlap in (False, True):
+        out = tmp_path / f"out_{overlap}"
+        summary = run_video(pred.predict, src, out, ["parts"], npz_dir=tmp_path / f"npz_{overlap}",
+                            progress=False, overlap=overlap)
+        assert summary["overlapped"] is overlap and summary["frames"] == FRAMES
+        runs[overlap] = ([np.asarray(Image.open(f)) for f in sorted(out.glob("*.png"))],
+                         [np.load(f)["boxes"] for f in sorted((tmp_path / f"npz_{overlap}")
+                                                               .glob("*.npz"))])
+    for a, b in zip(runs[False][0] + runs[False][1], runs[True][0] + runs[True][1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(runs[False][0]) == FRAMES
+
+
+def test_stages_overlap_only_into_spare_cores(monkeypatch):
+    import os
+
+    import torch
+
+    from amanet.runtime.video import should_overlap
+
+    assert should_overlap("cuda")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert not should_overlap()          # 2 cores, 2 inference threads: one after another
+        torch.set_num_threads(1)
+        assert should_overlap()              # a core to spare
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "garbage", "truncated", "no_video",

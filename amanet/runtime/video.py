@@ -1,6 +1,8 @@
-"""DensePose on every frame of a video, streamed: decoding runs in a thread ahead of inference,
-drawing and encoding in another behind it, each through a bounded queue, so memory does not grow
-with the video's length and the three overlap (OpenCV, PyAV and PyTorch release the GIL)."""
+"""DensePose on every frame of a video, streamed, so memory does not grow with the video's length.
+Where there are cores to spare (or the model runs on a GPU), decoding runs in a thread ahead of
+inference, drawing and encoding in another behind it, each through a bounded queue, and the three
+overlap (OpenCV, PyAV and PyTorch release the GIL); otherwise the stages run one after another
+(:func:`should_overlap`)."""
 from __future__ import annotations
 
 import logging
@@ -26,8 +28,30 @@ class _Failure:
         self.exc = exc
 
 
-def _threaded(items: Iterator, maxsize: int, name: str) -> Iterator:
-    """``items`` produced in a daemon thread, at most ``maxsize`` ahead of the consumer."""
+def should_overlap(device: str = "cpu") -> bool:
+    """Whether decoding, inference and drawing + encoding should run in threads beside each
+    other: on a GPU always; on the CPU only when this process has more cores than PyTorch's
+    inference threads. Measured on 2 cores with 2 threads (s1x, 512x512): overlapping made a
+    video 4-9 % slower in fp32 and 4-7 % in bf16 with key frames than running the stages one
+    after another — the extra threads take cores from inference."""
+    if device != "cpu":
+        return True
+    import os
+
+    import torch
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:      # not Linux
+        cores = os.cpu_count() or 1
+    return cores > torch.get_num_threads()
+
+
+def _threaded(items: Iterator, maxsize: int, name: str, enabled: bool = True) -> Iterator:
+    """``items`` produced in a daemon thread, at most ``maxsize`` ahead of the consumer
+    (``enabled`` False: produced in the consumer's thread, on demand)."""
+    if not enabled:
+        yield from items
+        return
     q: "queue.Queue" = queue.Queue(maxsize=maxsize)
     stop = threading.Event()
 
@@ -69,16 +93,16 @@ def _threaded(items: Iterator, maxsize: int, name: str) -> Iterator:
 def predict_frames(predict: Callable[[np.ndarray], Prediction], source: VideoSource,
                    prefetch: int = 4,
                    smoother: Optional[Callable[..., Prediction]] = None,
-                   keyframe_interval: int = 1
+                   keyframe_interval: int = 1, overlap: Optional[bool] = None
                    ) -> Iterator[Tuple[int, np.ndarray, Prediction]]:
-    """``(index, frame_bgr, prediction)`` for every frame, decoded ``prefetch`` frames ahead;
-    each prediction passed through ``smoother`` (a
-    :class:`~amanet.runtime.tracking.TemporalSmoother`) in frame order when given.
-    ``keyframe_interval`` K > 1: the model runs on frames 0, K, 2K, ... only; the smoother
-    (required) carries their people along the optical flow to the frames between
-    (:meth:`~amanet.runtime.tracking.TemporalSmoother.propagate`)."""
+    """``(index, frame_bgr, prediction)`` for every frame; with ``overlap`` (default:
+    :func:`should_overlap` on the CPU) decoded in a thread, ``prefetch`` frames ahead. Each
+    prediction passed through ``smoother`` (a :class:`~amanet.runtime.tracking.TemporalSmoother`)
+    in frame order when given. ``keyframe_interval`` K > 1: the model runs on frames 0, K, 2K,
+    ... only; the smoother (required) carries their people along the optical flow to the frames
+    between (:meth:`~amanet.runtime.tracking.TemporalSmoother.propagate`)."""
     for i, _, frame, pred in _timed_predictions(predict, source, prefetch, smoother,
-                                                keyframe_interval):
+                                                keyframe_interval, overlap):
         yield i, frame, pred
 
 
@@ -101,12 +125,13 @@ def _check_schedule(keyframe_interval, smoother) -> int:
 
 
 def _timed_predictions(predict, source: VideoSource, prefetch: int, smoother,
-                       keyframe_interval: int = 1
+                       keyframe_interval: int = 1, overlap: Optional[bool] = None
                        ) -> Iterator[Tuple[int, Optional[Fraction], np.ndarray, Prediction]]:
     """:func:`predict_frames` with each frame's presentation time (seconds, or ``None``)."""
     every = _check_schedule(keyframe_interval, smoother)
+    overlap = should_overlap() if overlap is None else overlap
     for i, (time, frame) in enumerate(_threaded(source.timed_frames(), prefetch,
-                                                "amanet-decode")):
+                                                "amanet-decode", overlap)):
         if i % every:
             pred = smoother.propagate(frame)
         else:
@@ -158,13 +183,15 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
               draw: Optional[Callable[[np.ndarray, Prediction, str], np.ndarray]] = None,
               npz_dir=None, progress: bool = True, queue_size: int = 4,
               smoother: Optional[Callable[..., Prediction]] = None,
-              keyframe_interval: int = 1) -> Dict[str, object]:
+              keyframe_interval: int = 1, overlap: Optional[bool] = None) -> Dict[str, object]:
     """Predict every frame of ``source_path`` (a video file or a folder of frames) and write the
     pictures ``styles`` as videos (``.mp4``/``.mkv``/``.mov``) or PNG folders at ``out_path``
     (see :func:`output_paths`), plus per-frame ``.npz`` results into ``npz_dir``. ``smoother``
     (``Predictor.video_smoother()``): people tracked and smoothed over time;
     ``keyframe_interval`` K > 1: the model runs on every K-th frame only, the smoother carries
-    the people along the optical flow in between (see :func:`predict_frames`).
+    the people along the optical flow in between (see :func:`predict_frames`). ``overlap``:
+    decode, infer and draw + encode in threads beside each other (default:
+    :func:`should_overlap` on the CPU; pass ``should_overlap("cuda")`` for a GPU model).
 
     Every output is written under a temporary name and renamed only when the whole video is
     done; on any error (or Ctrl-C) the partial outputs are removed. Returns a summary.
@@ -175,6 +202,7 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
 
     draw = draw or render
     keyframe_interval = _check_schedule(keyframe_interval, smoother)
+    overlap = should_overlap() if overlap is None else overlap
     source = open_video(source_path)
     paths = output_paths(Path(out_path), list(styles))
     sinks: Dict[str, VideoSink] = {}
@@ -203,12 +231,13 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
 
     def drawn() -> Iterator[Tuple[int, Optional[Fraction], Dict[str, np.ndarray], Prediction]]:
         for i, time, frame, pred in _timed_predictions(predict, source, queue_size, smoother,
-                                                       keyframe_interval):
+                                                       keyframe_interval, overlap):
             yield i, time, {s: draw(frame, pred, s) for s in styles}, pred
 
     try:
         # drawing happens in the producer thread, encoding here: inference overlaps both
-        for i, time, pictures, pred in _threaded(drawn(), queue_size, "amanet-infer"):
+        for i, time, pictures, pred in _threaded(drawn(), queue_size, "amanet-infer",
+                                                 overlap):
             for s, pic in pictures.items():
                 sinks[s].write(_as_bgr(pic, s), time)
             if npz_tmp is not None:
@@ -237,7 +266,8 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
             "variable_frame_rate": intervals.variable,
             "smoothing": smoothing_summary(smoother),
             "keyframe_interval": keyframe_interval,
-            "predicted_frames": -(-len(people) // keyframe_interval)}
+            "predicted_frames": -(-len(people) // keyframe_interval),
+            "overlapped": overlap}
 
 
 def _as_bgr(picture: np.ndarray, style: str) -> np.ndarray:
