@@ -191,12 +191,12 @@ class Predictor:
         """``(frame index, Prediction)`` for every frame of a video file or a folder of frames,
         streamed (memory does not grow with the video; frames decoded ``prefetch`` ahead in a
         thread where that does not take cores from inference,
-        :func:`~amanet.runtime.video.should_overlap`). ``smooth``: people tracked across frames (``Prediction.track_ids``) and their
-        boxes and DensePose outputs smoothed over time (``smoothing``: the settings of
-        :meth:`temporal_smoother`). ``keyframe_interval`` K > 1: the model runs on every K-th
-        frame only, the people are carried along the optical flow in between (tracked, not
-        smoothed; see :meth:`video_smoother`). :func:`amanet.runtime.video.run_video` also draws
-        and encodes."""
+        :func:`~amanet.runtime.video.should_overlap`). ``smooth``: people tracked across
+        frames (``Prediction.track_ids``) and their boxes and DensePose outputs smoothed over
+        time (``smoothing``: the settings of :meth:`temporal_smoother`). ``keyframe_interval``
+        K > 1: the model runs on every K-th frame only, the people are carried along the
+        optical flow in between (tracked, not smoothed; see :meth:`video_smoother`).
+        :func:`amanet.runtime.video.run_video` also draws and encodes."""
         from ..data.video_io import open_video
         from .video import predict_frames, should_overlap
 

@@ -27,6 +27,10 @@ Per frame, :class:`TemporalSmoother`:
 A track's first frame passes through unchanged. Smoothing is causal (no look-ahead), so it
 streams with the video. The defaults were chosen with ``bench/temporal.py`` on clips of another
 world seed than the README's table.
+
+:meth:`TemporalSmoother.propagate` makes a frame's prediction without the model (key frames:
+``amanet video --keyframe-interval K``): the people of the previous frame carried along the
+optical flow, as step 4 carries a track's outputs.
 """
 from __future__ import annotations
 
@@ -361,7 +365,8 @@ def smoothing_summary(smoother: Optional[Callable[..., Prediction]]
     if not isinstance(smoother, TemporalSmoother):
         return {"smoother": type(smoother).__name__}
     return {"box_alpha": smoother.box_alpha, "dense_alpha": smoother.dense_alpha,
-            "hysteresis": smoother.hysteresis, "iou_threshold": smoother.iou_threshold, "max_missed": smoother.max_missed,
+            "hysteresis": smoother.hysteresis, "iou_threshold": smoother.iou_threshold,
+            "max_missed": smoother.max_missed,
             "tracks": smoother.next_id}
 
 
