@@ -115,6 +115,26 @@ def test_s1x_coarse_gate():
     assert (uv[:, labels == 0] == 0).all()
 
 
+def test_ties_go_to_the_first_channel_as_in_argmax():
+    """Labels come from ``max(0).indices`` (faster than ``argmax(0)``): on tie-heavy outputs
+    the same channel wins as with argmax, and a coarse tie is background."""
+    from amanet.modeling.postprocess import _channel_argmax
+
+    g = torch.Generator().manual_seed(0)
+    for c in (2, 3, 25):
+        x = torch.randint(0, 3, (c, 31, 17), generator=g).float()
+        assert torch.equal(_channel_argmax(x), x.argmax(0))
+    h, w = 2, 3
+    fine, u, v = _identity_sized_inputs(h, w)
+    fine[:, 0, 1] = 1.0                 # every part ties at (0, 1): part 0 wins -> label 0
+    coarse = torch.ones(2, h, w)        # coarse ties everywhere: background
+    labels, _ = iuv_chart_s1x(coarse, fine, u, v, (0.0, 0.0, float(w), float(h)))
+    assert labels.sum() == 0
+    coarse[1] += 1e-6
+    labels, _ = iuv_chart_s1x(coarse, fine, u, v, (0.0, 0.0, float(w), float(h)))
+    assert labels.tolist() == [[0, 0, 3], [0, 3, 3]]
+
+
 @pytest.mark.parametrize("w_box", [0.0, 0.6, 1.0, 1.9])
 def test_single_column_rule(w_box):
     torch.manual_seed(0)
