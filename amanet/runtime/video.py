@@ -235,7 +235,8 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
             yield i, time, {s: draw(frame, pred, s) for s in styles}, pred
 
     try:
-        # drawing happens in the producer thread, encoding here: inference overlaps both
+        # overlapping: drawing happens in the producer thread, encoding here, inference beside
+        # both; otherwise each frame goes through decode, inference, drawing and encoding in turn
         for i, time, pictures, pred in _threaded(drawn(), queue_size, "amanet-infer",
                                                  overlap):
             for s, pic in pictures.items():
