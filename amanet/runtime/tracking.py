@@ -344,7 +344,7 @@ def _moved_box(box: np.ndarray, flow: FrameFlow, image_hw: Tuple[int, int]) -> n
     """``box`` (XYXY, previous frame) moved to the current frame by the median motion inside it.
     ``flow`` points backwards (now -> then), so the motion is read inside the moved box, found
     by fixed-point iteration from the old one (twice). Moving the edges one by one (each by the
-    motion of the box's third beside it) measured worse: box AP -0.2 to -0.4 points more, more
+    motion of the box's third beside it) measured worse: box AP 0.2-1.0 points lower, more
     label flips (bench/temporal.py, world seed 5)."""
     old = np.asarray(box, np.float64)
     new = old
