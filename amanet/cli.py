@@ -147,14 +147,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_video(args: argparse.Namespace) -> int:
     """``amanet video IN OUT``: DensePose pictures of every frame (see amanet.runtime.video)."""
-    from .runtime.video import run_video, should_overlap
+    from .runtime.video import check_keyframe_interval, run_video, should_overlap
     from .viz import render
 
     styles = _check_picture_args(args)
     if args.smooth_alpha is not None and not args.smooth:
         raise ValueError("--smooth-alpha needs --smooth")
-    if args.keyframe_interval < 1:
-        raise ValueError(f"--keyframe-interval must be >= 1, got {args.keyframe_interval}")
+    check_keyframe_interval(args.keyframe_interval)     # before the model loads
     if args.smooth and args.keyframe_interval > 1:
         raise ValueError("--smooth and --keyframe-interval > 1 do not go together: choose one")
     overrides = list(args.opts or [])
