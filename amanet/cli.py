@@ -147,12 +147,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_video(args: argparse.Namespace) -> int:
     """``amanet video IN OUT``: DensePose pictures of every frame (see amanet.runtime.video)."""
+    from .runtime.lookahead import check_lookahead
     from .runtime.video import check_keyframe_interval, run_video, should_overlap
     from .viz import render
 
     styles = _check_picture_args(args)
-    if args.smooth_alpha is not None and not args.smooth:
-        raise ValueError("--smooth-alpha needs --smooth")
+    for given, flag in ((args.smooth_alpha, "--smooth-alpha"),
+                        (args.smooth_lookahead, "--smooth-lookahead")):
+        if given is not None and not args.smooth:
+            raise ValueError(f"{flag} needs --smooth")
+    if args.smooth_lookahead is not None:
+        check_lookahead(args.smooth_lookahead)
     check_keyframe_interval(args.keyframe_interval)     # before the model loads
     if args.smooth and args.keyframe_interval > 1:
         raise ValueError("--smooth and --keyframe-interval > 1 do not go together: choose one")
@@ -164,7 +169,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         return render(frame, pred, style, args.cmap, args.alpha, gate)
 
     smoother = predictor.video_smoother(
-        args.smooth, args.keyframe_interval,
+        args.smooth, args.keyframe_interval, args.smooth_lookahead,
         **({} if args.smooth_alpha is None else {"dense_alpha": args.smooth_alpha}))
     summary = run_video(predictor.predict, args.input, args.output, styles, draw=draw,
                         npz_dir=args.save_npz, progress=not args.quiet, smoother=smoother,
@@ -172,8 +177,12 @@ def cmd_video(args: argparse.Namespace) -> int:
                         overlap=should_overlap(predictor.device.type))
     if not args.quiet:
         people = summary["people_per_frame"]
-        tracked = (f", {summary['smoothing']['tracks']} people tracked"
-                   if summary["smoothing"] else "")
+        smoothing = summary["smoothing"]
+        tracked = ""
+        if smoothing:
+            tracked = f", {smoothing['tracks']} people tracked"
+            if smoothing["lookahead"]:
+                tracked += f" (smoothed looking {smoothing['lookahead']} frames ahead)"
         if summary["keyframe_interval"] > 1:
             tracked += (f", the model run on {summary['predicted_frames']} key frames (every "
                         f"{summary['keyframe_interval']})")
@@ -272,7 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "boxes and DensePose outputs over time: parts stop flickering")
     vi.add_argument("--smooth-alpha", type=float, default=None, metavar="A",
                     help="with --smooth: weight of the current frame's DensePose outputs, in "
-                    "(0, 1]; lower is smoother, 1 only tracks (default: TemporalSmoother's)")
+                    "(0, 1]; lower is smoother, 1 only tracks (default: 0.4 looking ahead, "
+                    "0.5 without)")
+    vi.add_argument("--smooth-lookahead", type=int, default=None, metavar="N",
+                    help="with --smooth: frames looked ahead, so that smoothing does not lag "
+                    "behind motion (default: 4; 0: causal, no delay)")
     vi.add_argument("--keyframe-interval", type=int, default=1, metavar="K",
                     help="run the model on every K-th frame only and carry the people along the "
                     "optical flow to the frames between (nearly K times the frames/s; costs "

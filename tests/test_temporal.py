@@ -94,7 +94,7 @@ def test_video_smooth_writes_track_ids(tmp_path, capsys):
     npz = tmp_path / "raw"
     assert main(["video", str(files.frames), str(tmp_path / "out.mp4"), "--smooth",
                  "--save-npz", str(npz)]) == 0
-    assert "people tracked" in capsys.readouterr().out
+    assert "people tracked (smoothed looking 4 frames ahead)" in capsys.readouterr().out
     ids = [np.load(f)["track_ids"] for f in sorted(npz.glob("frame_*.npz"))]
     assert len(ids) == 12 and all(i.dtype == np.int64 for i in ids)
     assert all(sorted(i) == [0, 1] for i in ids), ids      # the same two people throughout
@@ -105,14 +105,27 @@ def test_predict_video_smooth_equals_the_smoother_over_predict(tmp_path):
     from amanet.data.video_io import open_video
     from amanet.runtime import Predictor
 
-    files = write_clip(tmp_path / "clip", 0, 1, 3, (96, 96))
+    from amanet.runtime.lookahead import LookaheadSmoother
+
+    files = write_clip(tmp_path / "clip", 0, 1, 5, (96, 96))
     pred = Predictor(None, str(DEMO_MODEL))
-    streamed = [p for _, p in pred.predict_video(files.frames, smooth=True, dense_alpha=0.3)]
+    frames = list(open_video(files.frames).frames())
+    # causal: lookahead 0 is the temporal smoother frame by frame
+    streamed = [p for _, p in pred.predict_video(files.frames, smooth=True, dense_alpha=0.3,
+                                                 lookahead=0)]
     sm = pred.temporal_smoother(dense_alpha=0.3)
-    by_hand = [sm(pred(f), f) for f in open_video(files.frames).frames()]
-    for a, b in zip(streamed, by_hand, strict=True):
+    by_hand = [sm(pred(f), f) for f in frames]
+    # the default looks ahead: every frame still comes out, in order
+    looked = list(pred.predict_video(files.frames, smooth=True, lookahead=2))
+    lk = LookaheadSmoother(pred.temporal_smoother(box_alpha=0.4, dense_alpha=0.4), 2)
+    by_hand_ahead = [q for t, f in enumerate(frames) for q in lk.push(pred(f), f, t)]
+    by_hand_ahead += lk.flush()
+    assert [i for i, _ in looked] == [t for t, _ in by_hand_ahead] == list(range(5))
+    for a, b in zip(streamed + [p for _, p in looked],
+                    by_hand + [p for _, p in by_hand_ahead], strict=True):
         np.testing.assert_array_equal(a.track_ids, b.track_ids)
         np.testing.assert_array_equal(a.iuv, b.iuv)
+    assert any((a.iuv != b.iuv).any() for (_, a), b in zip(looked, by_hand, strict=True))
 
 
 def test_keyframes_run_the_model_on_every_kth_frame_only(tmp_path):
@@ -166,7 +179,12 @@ def test_keyframe_settings_are_checked_before_any_work(tmp_path, capsys):
         pred.video_smoother(True, 2)
     with pytest.raises(ValueError, match="need smooth=True"):
         pred.video_smoother(dense_alpha=0.3)
+    with pytest.raises(ValueError, match=r"\['lookahead'\] need smooth=True"):
+        pred.video_smoother(lookahead=2)
     assert pred.video_smoother() is None
+    default = pred.video_smoother(True)
+    assert default.lookahead == 4 and default.smoother.dense_alpha == 0.4
+    assert pred.video_smoother(True, lookahead=0, dense_alpha=0.3).dense_alpha == 0.3
     assert pred.video_smoother(keyframe_interval=2).dense_alpha == 1.0
     files = write_clip(tmp_path / "clip", 0, 0, 4, (96, 96))
     assert main(["video", str(files.frames), str(tmp_path / "kf.mp4"),
@@ -176,6 +194,9 @@ def test_keyframe_settings_are_checked_before_any_work(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,msg", [(["--smooth", "--smooth-alpha", "0"], "dense_alpha"),
                                       (["--smooth-alpha", "0.5"], "needs --smooth"),
+                                      (["--smooth-lookahead", "2"], "needs --smooth"),
+                                      (["--smooth", "--smooth-lookahead", "-1"],
+                                       "whole number >= 0"),
                                       (["--keyframe-interval", "0"], ">= 1"),
                                       (["--smooth", "--keyframe-interval", "2"],
                                        "do not go together")])

@@ -43,25 +43,28 @@ def label_flips(predicted: np.ndarray, truth: np.ndarray) -> Tuple[int, int]:
     return int(flips.sum()), int(stable.sum())
 
 
-#: smoother settings measured by default (name -> TemporalSmoother settings; ``flow``: whether
-#: the smoother sees the frames, i.e. follows motion)
+#: cases measured by default: name -> settings of ``Predictor.video_smoother`` (``smooth``,
+#: default True; ``keyframe_interval``; ``lookahead``; the smoother's alphas, ``hysteresis``,
+#: ...) and ``flow`` (default True: the smoother sees the frames, i.e. follows motion)
 CASES: Dict[str, Dict] = {
-    "smoothed (defaults)": {},
+    "smoothed (defaults: look-ahead 4, alpha 0.4)": {},
+    "look-ahead 2": {"lookahead": 2},
+    "causal (look-ahead 0, alpha 0.5)": {"lookahead": 0},
+    "causal, alpha 0.3": {"lookahead": 0, "dense_alpha": 0.3},
     "no optical flow": {"flow": False},
-    "stronger (dense_alpha 0.3)": {"dense_alpha": 0.3},
-    "+ hysteresis 0.1": {"hysteresis": 0.1},
-    "hysteresis only": {"box_alpha": 1.0, "dense_alpha": 1.0, "hysteresis": 0.1},
+    "causal + hysteresis 0.1": {"lookahead": 0, "hysteresis": 0.1},
+    "hysteresis only": {"lookahead": 0, "box_alpha": 1.0, "dense_alpha": 1.0,
+                        "hysteresis": 0.1},
     # the model on every K-th frame only, people carried along the flow in between
     # (amanet video --keyframe-interval K): what the speed costs in accuracy
-    "key frames every 2": {"box_alpha": 1.0, "dense_alpha": 1.0, "keyframe_interval": 2},
-    "key frames every 3": {"box_alpha": 1.0, "dense_alpha": 1.0, "keyframe_interval": 3},
-    "key frames every 4": {"box_alpha": 1.0, "dense_alpha": 1.0, "keyframe_interval": 4},
+    "key frames every 2": {"smooth": False, "keyframe_interval": 2},
+    "key frames every 3": {"smooth": False, "keyframe_interval": 3},
+    "key frames every 4": {"smooth": False, "keyframe_interval": 4},
 }
 
 
-#: case settings that are not the smoother's: ``flow`` (see :data:`CASES`) and
-#: ``keyframe_interval`` K (the model runs on every K-th frame, the others are propagated)
-RUN_SETTINGS = ("flow", "keyframe_interval")
+#: case settings that are not ``Predictor.video_smoother``'s (see :data:`CASES`)
+RUN_SETTINGS = ("flow",)
 
 
 @dataclass
@@ -99,6 +102,12 @@ def _merge_truth(clips: Sequence[Path], out: Path) -> Path:
     return out
 
 
+def _smoother(predictor, settings: Dict):
+    """The video smoother of a case's ``settings`` (:data:`CASES`)."""
+    rest = {k: v for k, v in settings.items() if k not in RUN_SETTINGS}
+    return predictor.video_smoother(rest.pop("smooth", True), **rest)
+
+
 def run_temporal(weights: str, work_dir: Path, clips: int = 4, frames: int = 32,
                  image_size: Tuple[int, int] = (256, 256), cases: Optional[Dict[str, Dict]] = None,
                  seed: int = 0, threads: int = 2, progress: bool = True,
@@ -125,31 +134,36 @@ def run_temporal(weights: str, work_dir: Path, clips: int = 4, frames: int = 32,
         files = write_clip(Path(work_dir) / f"clip_{c:03d}", seed, c, frames, image_size)
         truth_files.append(files.annotations)
         truth = np.load(files.truth)["I"]
-        smoothers = [None] + [predictor.temporal_smoother(**{k: v for k, v in r.settings.items()
-                                                             if k not in RUN_SETTINGS})
-                              for r in results[1:]]
+        smoothers = [None] + [_smoother(predictor, r.settings) for r in results[1:]]
         sees = [True] + [r.settings.get("flow", True) for r in results[1:]]
         every = [1] + [r.settings.get("keyframe_interval", 1) for r in results[1:]]
         labels = [[] for _ in results]
+
+        def record(k, t, p):
+            labels[k].append(p.iuv[0] if p.iuv is not None else
+                             np.zeros(truth.shape[1:], np.uint8))
+            entries[k].extend(densepose_results(p, (c + 1) * 100000 + t + 1))
+
         for t, frame in enumerate(open_video(files.frames).frames()):
             pred = predictor(frame)
             for k, sm in enumerate(smoothers):
                 if sm is None:
-                    p = pred
+                    record(k, t, pred)
                 elif t % every[k]:
-                    p = sm.propagate(frame)
-                else:
-                    p = sm(pred, frame if sees[k] else None)
-                labels[k].append(p.iuv[0] if p.iuv is not None else
-                                 np.zeros(truth.shape[1:], np.uint8))
-                entries[k].extend(densepose_results(p, (c + 1) * 100000 + t + 1))
+                    record(k, t, sm.propagate(frame))
+                else:       # look-ahead smoothers hand frames on later
+                    for tk, p in sm.push(pred, frame if sees[k] else None, t):
+                        record(k, tk, p)
             bar.update(1)
+        for k, sm in enumerate(smoothers):
+            for tk, p in (sm.flush() if sm is not None else []):
+                record(k, tk, p)
         for k, res in enumerate(results):
             f, s = label_flips(np.stack(labels[k]), truth)
             res.flips += f
             res.stable += s
             if smoothers[k] is not None:
-                res.tracks += smoothers[k].next_id
+                res.tracks += getattr(smoothers[k], "smoother", smoothers[k]).next_id
         if figure is not None and c == 0:
             mid = max(0, frames // 2 - 3)
             images = [fr for t, fr in enumerate(open_video(files.frames).frames())

@@ -206,12 +206,21 @@ class Predictor:
             yield i, pred
 
     def video_smoother(self, smooth: bool = False, keyframe_interval: int = 1,
-                       **settings) -> Optional["TemporalSmoother"]:
+                       lookahead: Optional[int] = None, **settings):
         """What a video run passes its predictions through: ``None`` (every frame as the model
-        sees it), a smoothing :meth:`temporal_smoother` (``smooth``), or, for a
-        ``keyframe_interval`` > 1, a tracking-only one (no blending) that carries people between
-        key frames. Smoothing and key frames together are refused: measured, smoothing over
-        carried frames lost up to 10 points of AP (README, "Key frames")."""
+        sees it), a smoother (``smooth``), or, for a ``keyframe_interval`` > 1, a tracking-only
+        :meth:`temporal_smoother` (no blending) that carries people between key frames.
+
+        Smoothing looks ``lookahead`` frames ahead (default
+        :data:`~amanet.runtime.lookahead.DEFAULT_LOOKAHEAD`; a
+        :class:`~amanet.runtime.lookahead.LookaheadSmoother` with alpha
+        :data:`~amanet.runtime.lookahead.LOOKAHEAD_ALPHA` unless ``settings`` say otherwise);
+        ``lookahead=0`` is the causal :meth:`temporal_smoother` (no delay, for live video).
+        ``settings``: :meth:`temporal_smoother`'s. Smoothing and key frames together are
+        refused: measured, smoothing over carried frames lost up to 10 points of AP (README,
+        "Key frames")."""
+        from .lookahead import (DEFAULT_LOOKAHEAD, LOOKAHEAD_ALPHA, LookaheadSmoother,
+                                check_lookahead)
         from .video import check_keyframe_interval
 
         keyframe_interval = check_keyframe_interval(keyframe_interval)
@@ -219,13 +228,18 @@ class Predictor:
             raise ValueError("smoothing and a keyframe interval > 1 do not go together (key "
                              "frames already track people; smoothing over carried frames costs "
                              "accuracy): choose one")
-        if smooth:
+        if not smooth:
+            if settings or lookahead is not None:
+                given = sorted(settings) + (["lookahead"] if lookahead is not None else [])
+                raise ValueError(f"smoothing settings {given} need smooth=True")
+            if keyframe_interval > 1:
+                return self.temporal_smoother(box_alpha=1.0, dense_alpha=1.0)
+            return None
+        lookahead = check_lookahead(DEFAULT_LOOKAHEAD if lookahead is None else lookahead)
+        if lookahead == 0:
             return self.temporal_smoother(**settings)
-        if settings:
-            raise ValueError(f"smoothing settings {sorted(settings)} need smooth=True")
-        if keyframe_interval > 1:
-            return self.temporal_smoother(box_alpha=1.0, dense_alpha=1.0)
-        return None
+        settings = {"box_alpha": LOOKAHEAD_ALPHA, "dense_alpha": LOOKAHEAD_ALPHA, **settings}
+        return LookaheadSmoother(self.temporal_smoother(**settings), lookahead)
 
     # -- post-processing -------------------------------------------------------------------
     def _postprocess(self, det, orig_hw, resized_hw) -> Prediction:

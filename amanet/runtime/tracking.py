@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -153,6 +153,32 @@ def resample_roi(x: np.ndarray, src_box: np.ndarray, dst_box: np.ndarray,
     return out, inside
 
 
+def blend_person(box: np.ndarray, dense: Dict[str, np.ndarray], other_box: np.ndarray,
+                 other_dense: Dict[str, np.ndarray], flow: Optional[FrameFlow],
+                 box_alpha: float, dense_alpha: float
+                 ) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """One person now (``box`` ``[4]`` XYXY, outputs ``dense`` ``{field: [C, S, S]}``) blended
+    with the same person in another frame (``other_box``, ``other_dense`` there); ``flow`` takes
+    this frame's points to where they are in the other frame (``None``: no motion). The box:
+    ``box_alpha * box + (1 - box_alpha) * other_box`` moved by the median motion inside
+    ``box``; the outputs: both read on the new box's grid (the other's along the flow), blended
+    ``dense_alpha * now + (1 - dense_alpha) * other`` where the other covers the point, now's
+    elsewhere and for fields the other lacks. Returns ``(box [4], {field: [C, S, S]})``."""
+    moved = other_box
+    if flow is not None:
+        moved = other_box + np.tile(-flow.median_in(box), 2)
+    new_box = box_alpha * box + (1 - box_alpha) * moved
+    out = {}
+    for k, v in dense.items():
+        now, _ = resample_roi(v, box, new_box)
+        if k not in other_dense or other_dense[k].shape != now.shape:
+            out[k] = now
+            continue
+        other, inside = resample_roi(other_dense[k], other_box, new_box, flow=flow)
+        out[k] = np.where(inside[None], dense_alpha * now + (1 - dense_alpha) * other, now)
+    return new_box, out
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=0, keepdims=True))
     return e / e.sum(axis=0, keepdims=True)
@@ -210,6 +236,16 @@ class TemporalSmoother:
     def __call__(self, pred: Prediction, frame: Optional[np.ndarray] = None) -> Prediction:
         return self.update(pred, frame)
 
+    def push(self, pred: Prediction, frame: Optional[np.ndarray] = None,
+             key: Any = None) -> List[Tuple[Any, Prediction]]:
+        """:meth:`update` in the video pipeline's form (that of
+        :class:`~amanet.runtime.lookahead.LookaheadSmoother`): ``[(key, smoothed pred)]``."""
+        return [(key, self.update(pred, frame))]
+
+    def flush(self) -> List[Tuple[Any, Prediction]]:
+        """Nothing waits in a causal smoother."""
+        return []
+
     def _decide(self, track: _Track) -> Dict[str, np.ndarray]:
         """The outputs handed on for ``track`` this frame: its smoothed outputs, with the
         segmentation labels it drew last frame favoured by ``hysteresis`` (a label changes only
@@ -259,22 +295,14 @@ class TemporalSmoother:
         for i in range(n):
             if i in matched:
                 track = self.tracks[matched[i]]
-                was = track.box
-                if flow is not None:     # where the track's box has moved since
-                    was = was + np.tile(-flow.median_in(boxes[i]), 2)
-                box = self.box_alpha * boxes[i] + (1 - self.box_alpha) * was
-                dense, labels = {}, {}
+                box, dense = blend_person(boxes[i], dense_now[i], track.box, track.dense, flow,
+                                          self.box_alpha, self.dense_alpha)
+                labels = {}
                 for k in fields_:
-                    now, _ = resample_roi(dense_now[i][k], boxes[i], box)
-                    if k not in track.dense or track.dense[k].shape != now.shape:
-                        dense[k] = now
-                        continue
-                    past, inside = resample_roi(track.dense[k], track.box, box, flow=flow)
-                    blend = self.dense_alpha * now + (1 - self.dense_alpha) * past
-                    dense[k] = np.where(inside[None], blend, now)
-                    if k in track.labels:
-                        before, _ = resample_roi(track.labels[k][None].astype(np.float32),
-                                                 track.box, box, "nearest")
+                    if k in track.labels and k in track.dense:
+                        last = track.labels[k][None].astype(np.float32)
+                        before, _ = resample_roi(last, track.box, box, "nearest")
+                        _, inside = resample_roi(last, track.box, box, "nearest", flow=flow)
                         labels[k] = np.where(inside, before[0], -1).astype(np.int64)
                 track.box, track.dense, track.missed = box, dense, 0
                 track.labels = labels
@@ -295,19 +323,8 @@ class TemporalSmoother:
         self.tracks = live
 
         out = self.assemble(boxes.astype(np.float32), pred.scores, pred.classes,
-                            self._handed_on(out_dense), tuple(pred.image_size))
+                            handed_on(out_dense, self._no_people), tuple(pred.image_size))
         out.track_ids = ids
-        return out
-
-    def _handed_on(self, dense: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
-        """Per-person outputs ``{field: [C, S, S]}`` stacked into the model's raw outputs
-        ``{field: [D, C, S, S]}`` (segmentation probabilities as their logarithm)."""
-        if not dense:
-            return self._no_people
-        out = {}
-        for k in self._no_people:
-            stack = np.stack([d[k] for d in dense]).astype(np.float32)
-            out[k] = np.log(np.maximum(stack, 1e-12)) if k in SEGMENTATION_FIELDS else stack
         return out
 
     def propagate(self, frame: np.ndarray) -> Prediction:
@@ -335,9 +352,23 @@ class TemporalSmoother:
         out = self.assemble(boxes.astype(np.float32),
                             np.array([t.score for t in shown], np.float32),
                             np.array([t.cls for t in shown], np.int64),
-                            self._handed_on([t.dense for t in shown]), (h, w))
+                            handed_on([t.dense for t in shown], self._no_people), (h, w))
         out.track_ids = np.array([t.id for t in shown], np.int64)
         return out
+
+
+def handed_on(dense: List[Dict[str, np.ndarray]], no_people: Dict[str, np.ndarray]
+              ) -> Dict[str, np.ndarray]:
+    """Per-person outputs ``{field: [C, S, S]}`` (segmentation as probabilities) stacked into
+    the model's raw outputs ``{field: [D, C, S, S]}`` (segmentation as log-probabilities);
+    ``no_people``: the fields' empty ``[0, C, S, S]`` arrays, returned when ``dense`` is empty."""
+    if not dense:
+        return no_people
+    out = {}
+    for k in no_people:
+        stack = np.stack([d[k] for d in dense]).astype(np.float32)
+        out[k] = np.log(np.maximum(stack, 1e-12)) if k in SEGMENTATION_FIELDS else stack
+    return out
 
 
 def _moved_box(box: np.ndarray, flow: FrameFlow, image_hw: Tuple[int, int]) -> np.ndarray:
@@ -362,14 +393,16 @@ def smoothing_summary(smoother: Optional[Callable[..., Prediction]]
     """The settings of ``smoother`` for a run's summary (``None`` when not smoothing)."""
     if smoother is None:
         return None
+    lookahead = getattr(smoother, "lookahead", 0)
+    smoother = getattr(smoother, "smoother", smoother)      # a LookaheadSmoother's own
     if not isinstance(smoother, TemporalSmoother):
         return {"smoother": type(smoother).__name__}
-    return {"box_alpha": smoother.box_alpha, "dense_alpha": smoother.dense_alpha,
-            "hysteresis": smoother.hysteresis, "iou_threshold": smoother.iou_threshold,
-            "max_missed": smoother.max_missed,
+    return {"lookahead": lookahead, "box_alpha": smoother.box_alpha,
+            "dense_alpha": smoother.dense_alpha, "hysteresis": smoother.hysteresis,
+            "iou_threshold": smoother.iou_threshold, "max_missed": smoother.max_missed,
             "tracks": smoother.next_id}
 
 
 __all__: Sequence[str] = ("TemporalSmoother", "FrameFlow", "box_iou", "greedy_match",
-                          "resample_roi", "SEGMENTATION_FIELDS", "HYSTERESIS_FIELDS",
-                          "smoothing_summary")
+                          "resample_roi", "blend_person", "handed_on", "SEGMENTATION_FIELDS",
+                          "HYSTERESIS_FIELDS", "smoothing_summary")

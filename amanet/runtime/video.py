@@ -120,7 +120,8 @@ def _check_schedule(keyframe_interval, smoother) -> int:
     every = check_keyframe_interval(keyframe_interval)
     if every > 1 and not hasattr(smoother, "propagate"):
         raise ValueError("a keyframe interval > 1 needs a TemporalSmoother to carry people "
-                         "between key frames (Predictor.video_smoother)")
+                         "between key frames (Predictor.video_smoother), not "
+                         f"{type(smoother).__name__}")
     return every
 
 
@@ -133,11 +134,15 @@ def _timed_predictions(predict, source: VideoSource, prefetch: int, smoother,
     for i, (time, frame) in enumerate(_threaded(source.timed_frames(), prefetch,
                                                 "amanet-decode", overlap)):
         if i % every:
-            pred = smoother.propagate(frame)
-        else:
-            pred = predict(frame)
-            pred = smoother(pred, frame) if smoother is not None else pred
-        yield i, time, frame, pred
+            yield i, time, frame, smoother.propagate(frame)
+        elif smoother is None:
+            yield i, time, frame, predict(frame)
+        else:       # a look-ahead smoother hands frames on some frames later
+            for (j, t, f), pred in smoother.push(predict(frame), frame, (i, time, frame)):
+                yield j, t, f, pred
+    if smoother is not None:
+        for (j, t, f), pred in smoother.flush():
+            yield j, t, f, pred
 
 
 class _FrameIntervals:
