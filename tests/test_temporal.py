@@ -167,7 +167,7 @@ def test_keyframe_settings_are_checked_before_any_work(tmp_path, capsys):
     from amanet.runtime import Predictor
     from amanet.runtime.video import run_video
 
-    with pytest.raises(ValueError, match="needs a TemporalSmoother"):
+    with pytest.raises(ValueError, match="needs a KeyframeInterpolator"):
         run_video(lambda f: None, tmp_path / "missing.mp4", tmp_path / "o.mp4",
                   keyframe_interval=2)
     for bad in (0, 1.5, True):
@@ -185,7 +185,7 @@ def test_keyframe_settings_are_checked_before_any_work(tmp_path, capsys):
     default = pred.video_smoother(True)
     assert default.lookahead == 4 and default.smoother.dense_alpha == 0.4
     assert pred.video_smoother(True, lookahead=0, dense_alpha=0.3).dense_alpha == 0.3
-    assert pred.video_smoother(keyframe_interval=2).dense_alpha == 1.0
+    assert pred.video_smoother(keyframe_interval=2).tracker.dense_alpha == 1.0
     files = write_clip(tmp_path / "clip", 0, 0, 4, (96, 96))
     assert main(["video", str(files.frames), str(tmp_path / "kf.mp4"),
                  "--keyframe-interval", "2"]) == 0

@@ -30,8 +30,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 import numpy as np
 
 from .result import Prediction
-from .tracking import (SEGMENTATION_FIELDS, FrameFlow, TemporalSmoother, _softmax,
-                       blend_person, handed_on)
+from .tracking import FrameFlow, TemporalSmoother, blend_person, handed_on, person
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +110,13 @@ class LookaheadSmoother:
         boxes = np.array(fwd.boxes, np.float64).reshape(-1, 4)
         dense = []
         for i in range(len(fwd)):
-            person = {k: (np.exp(v[i]) if k in SEGMENTATION_FIELDS else v[i])
-                      for k, v in fwd.densepose.items()}
+            _, outputs = person(fwd, i)
             ahead = self._ahead(int(fwd.track_ids[i]))
             if ahead is not None:
-                boxes[i], person = blend_person(boxes[i], person, ahead[0], ahead[1],
-                                                now.to_next, 1 - future_weight(a_box),
-                                                1 - future_weight(a_dense))
-            dense.append(person)
+                boxes[i], outputs = blend_person(boxes[i], outputs, ahead[0], ahead[1],
+                                                 now.to_next, 1 - future_weight(a_box),
+                                                 1 - future_weight(a_dense))
+            dense.append(outputs)
         empty = {k: np.zeros((0,) + v.shape[1:], np.float32) for k, v in fwd.densepose.items()}
         out = self.smoother.assemble(boxes.astype(np.float32), fwd.scores, fwd.classes,
                                      handed_on(dense, empty), tuple(fwd.image_size))
@@ -135,12 +133,9 @@ class LookaheadSmoother:
             if hits.size == 0:          # not on this frame: what lies beyond does not reach
                 state = None
                 continue
-            j = int(hits[0])
-            box = np.asarray(entry.raw.boxes[j], np.float64)
-            person = {k: (_softmax(v[j]) if k in SEGMENTATION_FIELDS else v[j])
-                      for k, v in entry.raw.densepose.items()}
+            box, outputs = person(entry.raw, int(hits[0]))
             if state is not None:
-                box, person = blend_person(box, person, state[0], state[1], entry.to_next,
-                                           self.smoother.box_alpha, self.smoother.dense_alpha)
-            state = (box, person)
+                box, outputs = blend_person(box, outputs, state[0], state[1], entry.to_next,
+                                            self.smoother.box_alpha, self.smoother.dense_alpha)
+            state = (box, outputs)
         return state

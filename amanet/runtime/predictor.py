@@ -208,8 +208,9 @@ class Predictor:
     def video_smoother(self, smooth: bool = False, keyframe_interval: int = 1,
                        lookahead: Optional[int] = None, **settings):
         """What a video run passes its predictions through: ``None`` (every frame as the model
-        sees it), a smoother (``smooth``), or, for a ``keyframe_interval`` > 1, a tracking-only
-        :meth:`temporal_smoother` (no blending) that carries people between key frames.
+        sees it), a smoother (``smooth``), or, for a ``keyframe_interval`` > 1, a
+        :class:`~amanet.runtime.keyframes.KeyframeInterpolator` (over a tracking-only
+        :meth:`temporal_smoother`) that fills the frames between key frames from both sides.
 
         Smoothing looks ``lookahead`` frames ahead (default
         :data:`~amanet.runtime.lookahead.DEFAULT_LOOKAHEAD`; a
@@ -219,6 +220,7 @@ class Predictor:
         ``settings``: :meth:`temporal_smoother`'s. Smoothing and key frames together are
         refused: measured, smoothing over carried frames lost up to 10 points of AP (README,
         "Key frames")."""
+        from .keyframes import KeyframeInterpolator
         from .lookahead import (DEFAULT_LOOKAHEAD, LOOKAHEAD_ALPHA, LookaheadSmoother,
                                 check_lookahead)
         from .video import check_keyframe_interval
@@ -233,7 +235,8 @@ class Predictor:
                 given = sorted(settings) + (["lookahead"] if lookahead is not None else [])
                 raise ValueError(f"smoothing settings {given} need smooth=True")
             if keyframe_interval > 1:
-                return self.temporal_smoother(box_alpha=1.0, dense_alpha=1.0)
+                return KeyframeInterpolator(self.temporal_smoother(box_alpha=1.0,
+                                                                   dense_alpha=1.0))
             return None
         lookahead = check_lookahead(DEFAULT_LOOKAHEAD if lookahead is None else lookahead)
         if lookahead == 0:

@@ -24,9 +24,11 @@ Per frame, :class:`TemporalSmoother`:
 6. rebuilds the :class:`Prediction` (charts, whole-image IUV, confidences) from the smoothed
    boxes and outputs with the predictor's own post-processing, and sets ``track_ids``.
 
-A track's first frame passes through unchanged. Smoothing is causal (no look-ahead), so it
-streams with the video. The defaults were chosen with ``bench/temporal.py`` on clips of another
-world seed than the README's table.
+A track's first frame passes through unchanged. Smoothing here is causal (no look-ahead), so
+it streams with the video without delay; :class:`~amanet.runtime.lookahead.LookaheadSmoother`
+adds a few frames of look-ahead on top of it (the default of ``amanet video --smooth``). The
+defaults were chosen with ``bench/temporal.py`` on clips of another world seed than the
+README's table.
 
 :meth:`TemporalSmoother.propagate` makes a frame's prediction without the model (key frames:
 ``amanet video --keyframe-interval K``): the people of the previous frame carried along the
@@ -182,6 +184,15 @@ def blend_person(box: np.ndarray, dense: Dict[str, np.ndarray], other_box: np.nd
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=0, keepdims=True))
     return e / e.sum(axis=0, keepdims=True)
+
+
+def person(pred: Prediction, i: int) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """Person ``i`` of ``pred``: box ``[4]`` (float64 XYXY) and outputs ``{field: [C, S, S]}``,
+    segmentation as probabilities (a softmax over channels reads the model's logits and a
+    smoother's log-probabilities alike)."""
+    return (np.asarray(pred.boxes[i], np.float64),
+            {k: (_softmax(v[i]) if k in SEGMENTATION_FIELDS else v[i])
+             for k, v in pred.densepose.items()})
 
 
 @dataclass
@@ -345,7 +356,7 @@ class TemporalSmoother:
         shown = [t for t in self.tracks if t.missed == 0]
         boxes = np.zeros((len(shown), 4), np.float64)
         for j, t in enumerate(shown):
-            box = _moved_box(t.box, flow, (h, w)) if flow is not None else t.box
+            box = moved_box(t.box, flow, (h, w)) if flow is not None else t.box
             t.dense = {k: resample_roi(v, t.box, box, flow=flow)[0] for k, v in t.dense.items()}
             t.box, t.labels = box, {}
             boxes[j] = box
@@ -371,7 +382,7 @@ def handed_on(dense: List[Dict[str, np.ndarray]], no_people: Dict[str, np.ndarra
     return out
 
 
-def _moved_box(box: np.ndarray, flow: FrameFlow, image_hw: Tuple[int, int]) -> np.ndarray:
+def moved_box(box: np.ndarray, flow: FrameFlow, image_hw: Tuple[int, int]) -> np.ndarray:
     """``box`` (XYXY, previous frame) moved to the current frame by the median motion inside it.
     ``flow`` points backwards (now -> then), so the motion is read inside the moved box, found
     by fixed-point iteration from the old one (twice). Moving the edges one by one (each by the
@@ -394,7 +405,8 @@ def smoothing_summary(smoother: Optional[Callable[..., Prediction]]
     if smoother is None:
         return None
     lookahead = getattr(smoother, "lookahead", 0)
-    smoother = getattr(smoother, "smoother", smoother)      # a LookaheadSmoother's own
+    # the TemporalSmoother inside a LookaheadSmoother or a KeyframeInterpolator
+    smoother = getattr(smoother, "smoother", getattr(smoother, "tracker", smoother))
     if not isinstance(smoother, TemporalSmoother):
         return {"smoother": type(smoother).__name__}
     return {"lookahead": lookahead, "box_alpha": smoother.box_alpha,
@@ -404,5 +416,6 @@ def smoothing_summary(smoother: Optional[Callable[..., Prediction]]
 
 
 __all__: Sequence[str] = ("TemporalSmoother", "FrameFlow", "box_iou", "greedy_match",
-                          "resample_roi", "blend_person", "handed_on", "SEGMENTATION_FIELDS",
+                          "resample_roi", "blend_person", "handed_on", "moved_box", "person",
+                          "SEGMENTATION_FIELDS",
                           "HYSTERESIS_FIELDS", "smoothing_summary")

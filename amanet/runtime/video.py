@@ -97,10 +97,13 @@ def predict_frames(predict: Callable[[np.ndarray], Prediction], source: VideoSou
                    ) -> Iterator[Tuple[int, np.ndarray, Prediction]]:
     """``(index, frame_bgr, prediction)`` for every frame; with ``overlap`` (default:
     :func:`should_overlap` on the CPU) decoded in a thread, ``prefetch`` frames ahead. Each
-    prediction passed through ``smoother`` (a :class:`~amanet.runtime.tracking.TemporalSmoother`)
-    in frame order when given. ``keyframe_interval`` K > 1: the model runs on frames 0, K, 2K,
-    ... only; the smoother (required) carries their people along the optical flow to the frames
-    between (:meth:`~amanet.runtime.tracking.TemporalSmoother.propagate`)."""
+    prediction passed through ``smoother`` (``Predictor.video_smoother()``: a
+    :class:`~amanet.runtime.tracking.TemporalSmoother` or a
+    :class:`~amanet.runtime.lookahead.LookaheadSmoother`, whose frames come out some frames
+    later, still all and in order) when given. ``keyframe_interval`` K > 1: the model runs on
+    frames 0, K, 2K, ... only; the smoother (required, a
+    :class:`~amanet.runtime.keyframes.KeyframeInterpolator`) fills the frames between from the
+    key frames on both sides."""
     for i, _, frame, pred in _timed_predictions(predict, source, prefetch, smoother,
                                                 keyframe_interval, overlap):
         yield i, frame, pred
@@ -118,9 +121,9 @@ def check_keyframe_interval(keyframe_interval) -> int:
 
 def _check_schedule(keyframe_interval, smoother) -> int:
     every = check_keyframe_interval(keyframe_interval)
-    if every > 1 and not hasattr(smoother, "propagate"):
-        raise ValueError("a keyframe interval > 1 needs a TemporalSmoother to carry people "
-                         "between key frames (Predictor.video_smoother), not "
+    if every > 1 and not hasattr(smoother, "carry"):
+        raise ValueError("a keyframe interval > 1 needs a KeyframeInterpolator to fill the "
+                         "frames between key frames (Predictor.video_smoother), not "
                          f"{type(smoother).__name__}")
     return every
 
@@ -133,13 +136,16 @@ def _timed_predictions(predict, source: VideoSource, prefetch: int, smoother,
     overlap = should_overlap() if overlap is None else overlap
     for i, (time, frame) in enumerate(_threaded(source.timed_frames(), prefetch,
                                                 "amanet-decode", overlap)):
-        if i % every:
-            yield i, time, frame, smoother.propagate(frame)
-        elif smoother is None:
+        if smoother is None:
             yield i, time, frame, predict(frame)
-        else:       # a look-ahead smoother hands frames on some frames later
-            for (j, t, f), pred in smoother.push(predict(frame), frame, (i, time, frame)):
-                yield j, t, f, pred
+            continue
+        # look-ahead smoothers and key frames hand frames on some frames later
+        if i % every:
+            done = smoother.carry(frame, (i, time, frame))
+        else:
+            done = smoother.push(predict(frame), frame, (i, time, frame))
+        for (j, t, f), pred in done:
+            yield j, t, f, pred
     if smoother is not None:
         for (j, t, f), pred in smoother.flush():
             yield j, t, f, pred

@@ -1,0 +1,115 @@
+"""Key frames: the model on every K-th frame only, the frames between filled from the key
+frames on both sides (``amanet video --keyframe-interval K``).
+
+A frame between key frames ``k`` and ``k + K`` gets the people of frame ``k`` carried forwards
+along the optical flow (:meth:`~amanet.runtime.tracking.TemporalSmoother.propagate`) and those
+of frame ``k + K`` carried backwards, and blends each person seen on both by distance: at
+``k + d`` the forward view weighs ``(K - d) / K``. A person on one side only is that side's
+(nobody new appears before the key frame that shows them; nobody leaves before the next key
+frame). Carrying from both sides halves how far a view is carried, and motion errors grow with
+that distance: measured with ``bench/temporal.py`` (README, "Key frames").
+
+The frames between wait for the next key frame: memory is ``K - 1`` frames and their
+predictions, whatever the video's length, and each comes out when that key frame is in. Frames
+after the video's last key frame are carried forwards only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .result import Prediction
+from .tracking import (FrameFlow, TemporalSmoother, blend_person, handed_on, moved_box, person,
+                       resample_roi)
+
+
+@dataclass
+class _Between:
+    key: Any
+    frame: np.ndarray
+    forward: Prediction           # the previous key frame's people carried forwards
+
+
+class KeyframeInterpolator:
+    """Fills the frames between key frames from both sides (module doc). ``tracker``: a
+    tracking-only :class:`~amanet.runtime.tracking.TemporalSmoother` (alphas 1), which matches
+    key frames' people to the carried ones (track ids) and carries them forwards.
+
+    Feed frames in order: :meth:`push` a key frame's prediction, :meth:`carry` a frame between;
+    each returns the ``(key, prediction)`` pairs now complete, in frame order; :meth:`flush`
+    after the last frame."""
+
+    def __init__(self, tracker: TemporalSmoother):
+        self.tracker = tracker
+        self._between: List[_Between] = []
+
+    def reset(self) -> None:
+        self.tracker.reset()
+        self._between = []
+
+    def carry(self, frame: np.ndarray, key: Any = None) -> List[Tuple[Any, Prediction]]:
+        """A frame between key frames: ``[]`` (it waits for the next key frame)."""
+        self._between.append(_Between(key, frame, self.tracker.propagate(frame)))
+        return []
+
+    def push(self, pred: Prediction, frame: np.ndarray,
+             key: Any = None) -> List[Tuple[Any, Prediction]]:
+        """A key frame's prediction: the waiting frames, now filled from both sides, then this
+        one (tracked)."""
+        now = self.tracker.update(pred, frame)
+        done = self._fill(now, frame)
+        return done + [(key, now)]
+
+    def flush(self) -> List[Tuple[Any, Prediction]]:
+        """The frames after the last key frame, carried forwards only."""
+        done = [(b.key, b.forward) for b in self._between]
+        self._between = []
+        return done
+
+    def _fill(self, key_pred: Prediction, key_frame: np.ndarray) -> List[Tuple[Any, Prediction]]:
+        """The waiting frames blended with ``key_pred``'s people carried back to each."""
+        between, self._between = self._between, []
+        span = len(between) + 1                       # frames from the last key frame to this
+        backward = {int(t): person(key_pred, j) for j, t in enumerate(key_pred.track_ids)}
+        later = key_frame
+        done: List[Tuple[Any, Prediction]] = []
+        for d in range(len(between), 0, -1):          # d: frames after the last key frame
+            b = between[d - 1]
+            flow = (FrameFlow(later, b.frame) if later.shape == b.frame.shape else None)
+            backward = {t: _carried(box, outputs, flow, b.frame.shape[:2])
+                        for t, (box, outputs) in backward.items()}
+            done.append((b.key, self._blend(b.forward, backward, (span - d) / span)))
+            later = b.frame
+        return done[::-1]
+
+    def _blend(self, forward: Prediction, backward: Dict[int, Tuple[np.ndarray, Dict]],
+               weight: float) -> Prediction:
+        """``forward``'s people, each blended with its backward view (``weight``: the forward
+        one's)."""
+        boxes = np.array(forward.boxes, np.float64).reshape(-1, 4)
+        dense = []
+        for i, t in enumerate(forward.track_ids):
+            _, outputs = person(forward, i)
+            if int(t) in backward:
+                other_box, other = backward[int(t)]
+                boxes[i], outputs = blend_person(boxes[i], outputs, other_box, other, None,
+                                                 weight, weight)
+            dense.append(outputs)
+        empty = {k: np.zeros((0,) + v.shape[1:], np.float32)
+                 for k, v in forward.densepose.items()}
+        out = self.tracker.assemble(boxes.astype(np.float32), forward.scores, forward.classes,
+                                    handed_on(dense, empty), tuple(forward.image_size))
+        out.track_ids = forward.track_ids
+        return out
+
+
+def _carried(box: np.ndarray, outputs: Dict[str, np.ndarray], flow: Optional[FrameFlow],
+             image_hw: Tuple[int, int]) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """A person moved one frame back along ``flow`` (this frame's points -> where in the later
+    one; ``None``: no motion)."""
+    if flow is None:
+        return box, outputs
+    new = moved_box(box, flow, image_hw)
+    return new, {k: resample_roi(v, box, new, flow=flow)[0] for k, v in outputs.items()}
