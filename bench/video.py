@@ -2,7 +2,8 @@
 """Video throughput of `amanet video` against the plain per-frame loop, in one run.
 
     .venv/bin/python bench/video.py --sizes 512x512 720x1280 --detections 1 3 --frames 8 \
-        --cases eager:fp32 eager:bf16 openvino:bf16 eager:bf16:k3 --out bench_video
+        --cases eager:fp32 eager:bf16 openvino:bf16 eager:bf16:k3 eager:bf16:smooth \
+        --out bench_video
     .venv/bin/python bench/video.py --quick --out /tmp/v        # CI smoke mode
 
 Writes video.json, video.md (table, CPU model and ISA) and video.png into --out.
@@ -20,15 +21,17 @@ from amanet.benchmarks.latency import cpu_info
 
 
 def parse_case(text):
-    """``backend[:precision[:kK]]`` -> (backend, precision, K): ``eager:bf16:k3`` runs the model
-    on every 3rd frame (amanet video --keyframe-interval 3)."""
+    """``backend[:precision[:kK|:smooth]]`` -> (backend, precision, K, smooth): ``eager:bf16:k3``
+    runs the model on every 3rd frame (amanet video --keyframe-interval 3), ``eager:bf16:smooth``
+    on every frame, smoothed (amanet video --smooth)."""
     parts = text.split(":")
-    backend, precision, every = (parts + ["", ""])[:3]
-    if len(parts) > 3 or (every and not (every[0] == "k" and every[1:].isdigit()
-                                         and int(every[1:]) >= 1)):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected backend[:precision[:kK]], "
+    backend, precision, extra = (parts + ["", ""])[:3]
+    keyframes = extra[:1] == "k" and extra[1:].isdigit() and int(extra[1:]) >= 1
+    if len(parts) > 3 or (extra and not keyframes and extra != "smooth"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected backend[:precision[:kK|:smooth]], "
                                          "K >= 1")
-    return backend, precision or "fp32", int(every[1:]) if every else 1
+    return (backend, precision or "fp32", int(extra[1:]) if keyframes else 1,
+            extra == "smooth")
 
 
 def main(argv=None):
@@ -39,19 +42,21 @@ def main(argv=None):
     p.add_argument("--detections", nargs="+", type=int, default=[1, 3])
     p.add_argument("--cases", nargs="+", type=parse_case,
                    default=[("eager", "fp32"), ("eager", "bf16"), ("openvino", "bf16")],
-                   help="backend:precision[:kK] run through amanet video, kK: the model on "
-                   "every K-th frame (--keyframe-interval K); the loop baseline, eager fp32, "
-                   "always runs first")
+                   help="backend:precision[:kK|:smooth] run through amanet video, kK: the "
+                   "model on every K-th frame (--keyframe-interval K), smooth: --smooth; the "
+                   "loop baseline, eager fp32, always runs first")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--vis", default="magicanimate")
     p.add_argument("--out", default="bench_video")
     p.add_argument("--quick", action="store_true",
-                   help="one tiny clip, 2 frames, eager fp32 with and without key frames")
+                   help="one tiny clip, 2 frames, eager fp32: every frame, key frames, "
+                   "smoothed")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.detections, args.frames = [(96, 128)], [1], 2
-        args.cases = [("eager", "fp32", 1), ("eager", "fp32", 2)]
+        args.cases = [("eager", "fp32", 1, False), ("eager", "fp32", 2, False),
+                      ("eager", "fp32", 1, True)]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

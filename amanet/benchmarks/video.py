@@ -38,6 +38,7 @@ class VideoResult:
     fps: float
     speedup: float = 0.0    # fps / the loop's fps on the same clip and detections
     keyframe_interval: int = 1   # the model on every K-th frame, people carried in between
+    smooth: bool = False         # amanet video --smooth
 
 
 def make_clip(path: Path, height: int, width: int, frames: int, fps: int = 25) -> Path:
@@ -94,7 +95,7 @@ def loop_baseline(predictor, clip: Path, out: Path, style: str) -> int:
 
 
 def time_case(mode: str, predictor, clip: Path, out: Path, style: str,
-              keyframe_interval: int = 1) -> Tuple[int, float]:
+              keyframe_interval: int = 1, smooth: bool = False) -> Tuple[int, float]:
     from ..data.video_io import open_video
     from ..runtime.video import run_video
 
@@ -104,7 +105,7 @@ def time_case(mode: str, predictor, clip: Path, out: Path, style: str,
         n = loop_baseline(predictor, clip, out, style)
     else:
         n = run_video(predictor.predict, clip, out, [style], progress=False,
-                      smoother=predictor.video_smoother(keyframe_interval=keyframe_interval),
+                      smoother=predictor.video_smoother(smooth, keyframe_interval),
                       keyframe_interval=keyframe_interval)["frames"]
     return n, time.perf_counter() - start
 
@@ -112,8 +113,8 @@ def time_case(mode: str, predictor, clip: Path, out: Path, style: str,
 def run_all(family: str, sizes: Sequence[Tuple[int, int]], detections: Sequence[int],
             cases: Sequence[Tuple], frames: int, work_dir: Path, threads: int = 2,
             style: str = "magicanimate") -> List[VideoResult]:
-    """The loop baseline, then ``cases`` (``(backend, precision)`` or ``(backend, precision,
-    keyframe_interval)``, through ``amanet video``), per clip size and detection count."""
+    """The loop baseline, then ``cases`` (``(backend, precision[, keyframe_interval[,
+    smooth]])``, through ``amanet video``), per clip size and detection count."""
     import torch
 
     torch.set_num_threads(threads)
@@ -121,34 +122,35 @@ def run_all(family: str, sizes: Sequence[Tuple[int, int]], detections: Sequence[
     for h, w in sizes:
         clip = make_clip(work_dir / f"clip_{h}x{w}.mp4", h, w, frames)
         for d in detections:
-            runs = [(LOOP, "eager", "fp32", 1)] + [(PIPELINE, *c[:2], c[2] if len(c) > 2 else 1)
-                                                    for c in cases]
+            runs = [(LOOP, "eager", "fp32", 1, False)] + [
+                (PIPELINE, *c[:2], c[2] if len(c) > 2 else 1, len(c) > 3 and bool(c[3]))
+                for c in cases]
             base_fps: Optional[float] = None
-            for mode, backend, precision, every in runs:
+            for mode, backend, precision, every, smooth in runs:
                 predictor = make_predictor(family, backend, precision, d, work_dir / "exports",
                                            threads)
                 n, secs = time_case(mode, predictor, clip, work_dir / f"out_{mode}.mp4", style,
-                                    every)
+                                    every, smooth)
                 r = VideoResult(mode, backend, precision, h, w, d, n, secs, n / secs,
-                                keyframe_interval=every)
+                                keyframe_interval=every, smooth=smooth)
                 base_fps = r.fps if mode == LOOP else base_fps
                 r.speedup = r.fps / base_fps if base_fps else 0.0
-                logger.info("%s %s %s key frames every %d, %dx%d %d people: %.2f frames/s "
-                            "(%.2fx)", mode, backend, precision, every, h, w, d, r.fps,
-                            r.speedup)
+                logger.info("%s %s %s key frames every %d%s, %dx%d %d people: %.2f frames/s "
+                            "(%.2fx)", mode, backend, precision, every,
+                            ", smoothed" if smooth else "", h, w, d, r.fps, r.speedup)
                 results.append(r)
     return results
 
 
 def markdown_table(results: List[VideoResult], header: str = "") -> str:
     lines = [header, ""] if header else []
-    lines += ["| clip | people | pipeline | backend | precision | key frames | frames | s | "
-              "frames/s | vs loop |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| clip | people | pipeline | backend | precision | key frames | smoothed | "
+              "frames | s | frames/s | vs loop |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         every = "all" if r.keyframe_interval == 1 else f"every {r.keyframe_interval}"
         lines.append(f"| {r.width}x{r.height} | {r.detections} | {r.mode} | {r.backend} | "
-                     f"{r.precision} | {every} | "
+                     f"{r.precision} | {every} | {'yes' if r.smooth else 'no'} | "
                      f"{r.frames} | {r.seconds:.1f} | {r.fps:.3f} | "
                      f"{r.speedup:.2f}x |")
     return "\n".join(lines)
@@ -156,7 +158,7 @@ def markdown_table(results: List[VideoResult], header: str = "") -> str:
 
 def _label(r: VideoResult) -> Tuple[str, ...]:
     every = () if r.keyframe_interval == 1 else (f"key frames 1/{r.keyframe_interval}",)
-    return (r.mode, r.backend, r.precision, *every)
+    return (r.mode, r.backend, r.precision, *every, *(("smoothed",) if r.smooth else ()))
 
 
 def bar_chart(results: List[VideoResult], path: Path) -> None:
