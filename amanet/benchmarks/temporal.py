@@ -186,6 +186,8 @@ def strip_figure(images: Sequence[np.ndarray], truth: np.ndarray,
                  predicted: Dict[str, np.ndarray], path: Path) -> None:
     """Consecutive frames (columns): the image, the true part labels, then each case's
     predicted labels with its flips (label changed where the truth did not) in red."""
+    import textwrap
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -207,7 +209,7 @@ def strip_figure(images: Sequence[np.ndarray], truth: np.ndarray,
                 axes[r, t].set_title(f"{int(flips.sum())} flips", fontsize=8)
             axes[r, t].imshow(rgb, interpolation="nearest")
     for r, name in enumerate(["image", "truth", *predicted]):
-        axes[r, 0].set_ylabel(name, fontsize=8)
+        axes[r, 0].set_ylabel("\n".join(textwrap.wrap(name, 22)), fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

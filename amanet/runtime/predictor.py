@@ -193,9 +193,10 @@ class Predictor:
         thread where that does not take cores from inference,
         :func:`~amanet.runtime.video.should_overlap`). ``smooth``: people tracked across
         frames (``Prediction.track_ids``) and their boxes and DensePose outputs smoothed over
-        time (``smoothing``: the settings of :meth:`temporal_smoother`). ``keyframe_interval``
-        K > 1: the model runs on every K-th frame only, the people are carried along the
-        optical flow in between (tracked, not smoothed; see :meth:`video_smoother`).
+        time, looking a few frames ahead (``smoothing``: ``lookahead`` and the settings of
+        :meth:`temporal_smoother`, see :meth:`video_smoother`). ``keyframe_interval`` K > 1:
+        the model runs on every K-th frame only, the frames between are filled from the key
+        frames on both sides (tracked, not smoothed). Frames always come out in order.
         :func:`amanet.runtime.video.run_video` also draws and encodes."""
         from ..data.video_io import open_video
         from .video import predict_frames, should_overlap

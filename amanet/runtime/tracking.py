@@ -30,9 +30,10 @@ adds a few frames of look-ahead on top of it (the default of ``amanet video --sm
 defaults were chosen with ``bench/temporal.py`` on clips of another world seed than the
 README's table.
 
-:meth:`TemporalSmoother.propagate` makes a frame's prediction without the model (key frames:
-``amanet video --keyframe-interval K``): the people of the previous frame carried along the
-optical flow, as step 4 carries a track's outputs.
+:meth:`TemporalSmoother.propagate` makes a frame's prediction without the model: the people of
+the previous frame carried along the optical flow, as step 4 carries a track's outputs (the
+forward half of key frames, ``amanet video --keyframe-interval K``; see
+:mod:`amanet.runtime.keyframes`).
 """
 from __future__ import annotations
 
