@@ -21,15 +21,15 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .result import Prediction
-from .tracking import (FrameFlow, TemporalSmoother, blend_person, handed_on, moved_box, person,
-                       resample_roi)
+from .tracking import (FrameFlow, People, TemporalSmoother, blend_person, moved_box,
+                       resample_fields)
 
 
 @dataclass
 class _Between:
     key: Any
     frame: np.ndarray
-    forward: Prediction           # the previous key frame's people carried forwards
+    forward: People               # the previous key frame's people carried forwards
 
 
 class KeyframeInterpolator:
@@ -51,28 +51,28 @@ class KeyframeInterpolator:
 
     def carry(self, frame: np.ndarray, key: Any = None) -> List[Tuple[Any, Prediction]]:
         """A frame between key frames: ``[]`` (it waits for the next key frame)."""
-        self._between.append(_Between(key, frame, self.tracker.propagate(frame)))
+        self._between.append(_Between(key, frame, self.tracker.carried(frame)))
         return []
 
     def push(self, pred: Prediction, frame: np.ndarray,
              key: Any = None) -> List[Tuple[Any, Prediction]]:
         """A key frame's prediction: the waiting frames, now filled from both sides, then this
         one (tracked)."""
-        now = self.tracker.update(pred, frame)
+        now = self.tracker.track(pred, frame)
         done = self._fill(now, frame)
-        return done + [(key, now)]
+        return done + [(key, self.tracker.finish(now))]
 
     def flush(self) -> List[Tuple[Any, Prediction]]:
         """The frames after the last key frame, carried forwards only."""
-        done = [(b.key, b.forward) for b in self._between]
+        done = [(b.key, self.tracker.finish(b.forward)) for b in self._between]
         self._between = []
         return done
 
-    def _fill(self, key_pred: Prediction, key_frame: np.ndarray) -> List[Tuple[Any, Prediction]]:
-        """The waiting frames blended with ``key_pred``'s people carried back to each."""
+    def _fill(self, key: People, key_frame: np.ndarray) -> List[Tuple[Any, Prediction]]:
+        """The waiting frames blended with the ``key`` frame's people carried back to each."""
         between, self._between = self._between, []
         span = len(between) + 1                       # frames from the last key frame to this
-        backward = {int(t): person(key_pred, j) for j, t in enumerate(key_pred.track_ids)}
+        backward = {int(t): (key.boxes[j], key.dense[j]) for j, t in enumerate(key.track_ids)}
         later = key_frame
         done: List[Tuple[Any, Prediction]] = []
         for d in range(len(between), 0, -1):          # d: frames after the last key frame
@@ -84,25 +84,20 @@ class KeyframeInterpolator:
             later = b.frame
         return done[::-1]
 
-    def _blend(self, forward: Prediction, backward: Dict[int, Tuple[np.ndarray, Dict]],
+    def _blend(self, forward: People, backward: Dict[int, Tuple[np.ndarray, Dict]],
                weight: float) -> Prediction:
         """``forward``'s people, each blended with its backward view (``weight``: the forward
         one's)."""
-        boxes = np.array(forward.boxes, np.float64).reshape(-1, 4)
+        boxes = forward.boxes.copy()
         dense = []
-        for i, t in enumerate(forward.track_ids):
-            _, outputs = person(forward, i)
-            if int(t) in backward:
-                other_box, other = backward[int(t)]
-                boxes[i], outputs = blend_person(boxes[i], outputs, other_box, other, None,
-                                                 weight, weight)
+        for i, outputs in enumerate(forward.dense):
+            t = int(forward.track_ids[i])
+            if t in backward:
+                boxes[i], outputs = blend_person(boxes[i], outputs, backward[t][0],
+                                                 backward[t][1], None, weight, weight)
             dense.append(outputs)
-        empty = {k: np.zeros((0,) + v.shape[1:], np.float32)
-                 for k, v in forward.densepose.items()}
-        out = self.tracker.assemble(boxes.astype(np.float32), forward.scores, forward.classes,
-                                    handed_on(dense, empty), tuple(forward.image_size))
-        out.track_ids = forward.track_ids
-        return out
+        return self.tracker.finish(People(forward.image_size, boxes, forward.scores,
+                                          forward.classes, forward.track_ids, dense))
 
 
 def _carried(box: np.ndarray, outputs: Dict[str, np.ndarray], flow: Optional[FrameFlow],
@@ -112,4 +107,4 @@ def _carried(box: np.ndarray, outputs: Dict[str, np.ndarray], flow: Optional[Fra
     if flow is None:
         return box, outputs
     new = moved_box(box, flow, image_hw)
-    return new, {k: resample_roi(v, box, new, flow=flow)[0] for k, v in outputs.items()}
+    return new, resample_fields(outputs, box, new, flow=flow)[0]

@@ -30,7 +30,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 import numpy as np
 
 from .result import Prediction
-from .tracking import FrameFlow, TemporalSmoother, blend_person, handed_on, person
+from .tracking import FrameFlow, People, TemporalSmoother, blend_person, person
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class _Entry:
     key: Any                          # handed back with the frame's prediction
     frame: Optional[np.ndarray]       # BGR, for the flow to the next frame
     raw: Prediction                   # the model's prediction
-    forward: Prediction               # the causal smoother's (same people, same order)
+    forward: People                   # the causal smoother's (same people, same order)
     to_next: Optional[FrameFlow] = None   # this frame's points -> where in the next frame
 
 
@@ -85,7 +85,7 @@ class LookaheadSmoother:
         """Take the next frame's prediction (and its BGR image, to follow motion); return
         ``[(key, smoothed prediction)]`` for the frame that is now ``lookahead`` frames back,
         or ``[]`` while the first frames wait for theirs."""
-        forward = self.smoother.update(pred, frame)
+        forward = self.smoother.track(pred, frame)
         if self._buffer:
             last = self._buffer[-1]
             if frame is not None and last.frame is not None and last.frame.shape == frame.shape:
@@ -107,21 +107,17 @@ class LookaheadSmoother:
         now = self._buffer.popleft()
         fwd = now.forward
         a_box, a_dense = self.smoother.box_alpha, self.smoother.dense_alpha
-        boxes = np.array(fwd.boxes, np.float64).reshape(-1, 4)
+        boxes = fwd.boxes.copy()
         dense = []
-        for i in range(len(fwd)):
-            _, outputs = person(fwd, i)
+        for i, outputs in enumerate(fwd.dense):
             ahead = self._ahead(int(fwd.track_ids[i]))
             if ahead is not None:
                 boxes[i], outputs = blend_person(boxes[i], outputs, ahead[0], ahead[1],
                                                  now.to_next, 1 - future_weight(a_box),
                                                  1 - future_weight(a_dense))
             dense.append(outputs)
-        empty = {k: np.zeros((0,) + v.shape[1:], np.float32) for k, v in fwd.densepose.items()}
-        out = self.smoother.assemble(boxes.astype(np.float32), fwd.scores, fwd.classes,
-                                     handed_on(dense, empty), tuple(fwd.image_size))
-        out.track_ids = fwd.track_ids
-        return now.key, out
+        return now.key, self.smoother.finish(People(fwd.image_size, boxes, fwd.scores,
+                                                    fwd.classes, fwd.track_ids, dense))
 
     def _ahead(self, track_id: int) -> Optional[Tuple[np.ndarray, Dict[str, np.ndarray]]]:
         """The person ``track_id`` on the waiting frames, smoothed backwards from the last onto

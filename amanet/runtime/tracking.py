@@ -156,6 +156,20 @@ def resample_roi(x: np.ndarray, src_box: np.ndarray, dst_box: np.ndarray,
     return out, inside
 
 
+def resample_fields(fields: Dict[str, np.ndarray], src_box: np.ndarray, dst_box: np.ndarray,
+                    flow: Optional[FrameFlow] = None
+                    ) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
+    """:func:`resample_roi` of every output ``{field: [C, S, S]}`` (one shared grid) in one
+    call: ``({field: [C, S, S]}, inside [S, S])``."""
+    names = list(fields)
+    if not names:
+        return {}, np.zeros((0, 0), bool)
+    stacked, inside = resample_roi(np.concatenate([fields[k] for k in names]), src_box,
+                                   dst_box, flow=flow)
+    bounds = np.cumsum([0] + [fields[k].shape[0] for k in names])
+    return {k: stacked[a:b] for k, a, b in zip(names, bounds[:-1], bounds[1:])}, inside
+
+
 def blend_person(box: np.ndarray, dense: Dict[str, np.ndarray], other_box: np.ndarray,
                  other_dense: Dict[str, np.ndarray], flow: Optional[FrameFlow],
                  box_alpha: float, dense_alpha: float
@@ -171,14 +185,11 @@ def blend_person(box: np.ndarray, dense: Dict[str, np.ndarray], other_box: np.nd
     if flow is not None:
         moved = other_box + np.tile(-flow.median_in(box), 2)
     new_box = box_alpha * box + (1 - box_alpha) * moved
-    out = {}
-    for k, v in dense.items():
-        now, _ = resample_roi(v, box, new_box)
-        if k not in other_dense or other_dense[k].shape != now.shape:
-            out[k] = now
-            continue
-        other, inside = resample_roi(other_dense[k], other_box, new_box, flow=flow)
-        out[k] = np.where(inside[None], dense_alpha * now + (1 - dense_alpha) * other, now)
+    out, _ = resample_fields(dense, box, new_box)
+    shared = {k: v for k, v in other_dense.items() if k in out and v.shape == dense[k].shape}
+    other, inside = resample_fields(shared, other_box, new_box, flow=flow)
+    for k, v in other.items():
+        out[k] = np.where(inside[None], dense_alpha * out[k] + (1 - dense_alpha) * v, out[k])
     return new_box, out
 
 
@@ -194,6 +205,23 @@ def person(pred: Prediction, i: int) -> Tuple[np.ndarray, Dict[str, np.ndarray]]
     return (np.asarray(pred.boxes[i], np.float64),
             {k: (_softmax(v[i]) if k in SEGMENTATION_FIELDS else v[i])
              for k, v in pred.densepose.items()})
+
+
+@dataclass
+class People:
+    """The people of one frame between smoothing steps, before post-processing
+    (:meth:`TemporalSmoother.finish` makes the :class:`Prediction`): ``boxes`` float64
+    ``[D, 4]`` XYXY, ``scores`` ``[D]``, ``classes`` ``[D]``, ``track_ids`` ``[D]``, ``dense``
+    per person ``{field: [C, S, S]}`` (segmentation as probabilities), ``image_size`` (H, W)."""
+    image_size: Tuple[int, int]
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    track_ids: np.ndarray
+    dense: List[Dict[str, np.ndarray]]
+
+    def __len__(self) -> int:
+        return len(self.dense)
 
 
 @dataclass
@@ -284,6 +312,18 @@ class TemporalSmoother:
     def update(self, pred: Prediction, frame: Optional[np.ndarray] = None) -> Prediction:
         """The smoothed ``pred``; ``frame`` (its BGR image) lets the smoother follow motion
         inside the boxes (optical flow to the previous frame) instead of assuming none."""
+        return self.finish(self.track(pred, frame))
+
+    def finish(self, people: People) -> Prediction:
+        """``people`` post-processed into a :class:`Prediction` (charts, IUV) with
+        ``track_ids``."""
+        out = self.assemble(people.boxes.astype(np.float32), people.scores, people.classes,
+                            handed_on(people.dense, self._no_people), tuple(people.image_size))
+        out.track_ids = people.track_ids
+        return out
+
+    def track(self, pred: Prediction, frame: Optional[np.ndarray] = None) -> People:
+        """:meth:`update` before post-processing."""
         n = len(pred)
         flow = None
         if frame is not None:
@@ -333,11 +373,7 @@ class TemporalSmoother:
                 if t.missed <= self.max_missed:
                     live.append(t)
         self.tracks = live
-
-        out = self.assemble(boxes.astype(np.float32), pred.scores, pred.classes,
-                            handed_on(out_dense, self._no_people), tuple(pred.image_size))
-        out.track_ids = ids
-        return out
+        return People(tuple(pred.image_size), boxes, pred.scores, pred.classes, ids, out_dense)
 
     def propagate(self, frame: np.ndarray) -> Prediction:
         """A prediction for ``frame`` without running the model (the frames between key frames,
@@ -347,6 +383,10 @@ class TemporalSmoother:
         grid. Scores, classes and track ids are kept; nobody new appears and nobody leaves until
         the next predicted frame. The tracks hold the carried state, so the next frame
         (propagated or predicted) continues from it."""
+        return self.finish(self.carried(frame))
+
+    def carried(self, frame: np.ndarray) -> People:
+        """:meth:`propagate` before post-processing."""
         if self._no_people is None:
             raise RuntimeError("propagate() needs a predicted frame first (update())")
         h, w = frame.shape[:2]
@@ -358,15 +398,12 @@ class TemporalSmoother:
         boxes = np.zeros((len(shown), 4), np.float64)
         for j, t in enumerate(shown):
             box = moved_box(t.box, flow, (h, w)) if flow is not None else t.box
-            t.dense = {k: resample_roi(v, t.box, box, flow=flow)[0] for k, v in t.dense.items()}
+            t.dense = resample_fields(t.dense, t.box, box, flow=flow)[0]
             t.box, t.labels = box, {}
             boxes[j] = box
-        out = self.assemble(boxes.astype(np.float32),
-                            np.array([t.score for t in shown], np.float32),
-                            np.array([t.cls for t in shown], np.int64),
-                            handed_on([t.dense for t in shown], self._no_people), (h, w))
-        out.track_ids = np.array([t.id for t in shown], np.int64)
-        return out
+        return People((h, w), boxes, np.array([t.score for t in shown], np.float32),
+                      np.array([t.cls for t in shown], np.int64),
+                      np.array([t.id for t in shown], np.int64), [t.dense for t in shown])
 
 
 def handed_on(dense: List[Dict[str, np.ndarray]], no_people: Dict[str, np.ndarray]
@@ -417,6 +454,7 @@ def smoothing_summary(smoother: Optional[Callable[..., Prediction]]
 
 
 __all__: Sequence[str] = ("TemporalSmoother", "FrameFlow", "box_iou", "greedy_match",
-                          "resample_roi", "blend_person", "handed_on", "moved_box", "person",
+                          "resample_roi", "resample_fields", "blend_person", "handed_on",
+                          "moved_box", "person", "People",
                           "SEGMENTATION_FIELDS",
                           "HYSTERESIS_FIELDS", "smoothing_summary")
