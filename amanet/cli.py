@@ -287,9 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --smooth: frames looked ahead, so that smoothing does not lag "
                     "behind motion (default: 4; 0: causal, no delay)")
     vi.add_argument("--keyframe-interval", type=int, default=1, metavar="K",
-                    help="run the model on every K-th frame only and carry the people along the "
-                    "optical flow to the frames between (nearly K times the frames/s; costs "
-                    "accuracy where people move fast, see README; not with --smooth)")
+                    help="run the model on every K-th frame only and fill the frames between "
+                    "from the key frames on both sides, along the optical flow (nearly K times "
+                    "the frames/s; costs accuracy where people move fast, see README; not with "
+                    "--smooth)")
     _add_model_options(vi)
     vi.add_argument("-q", "--quiet", action="store_true")
     vi.set_defaults(func=cmd_video)
