@@ -22,7 +22,6 @@ Measured with ``bench/temporal.py`` (README, "Temporal stability"): look-ahead 4
 """
 from __future__ import annotations
 
-import logging
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, List, Optional, Tuple
@@ -31,8 +30,6 @@ import numpy as np
 
 from .result import Prediction
 from .tracking import FrameFlow, People, TemporalSmoother, blend_person, person
-
-logger = logging.getLogger(__name__)
 
 #: frames looked ahead by ``amanet video --smooth`` and ``Predictor.video_smoother``
 DEFAULT_LOOKAHEAD = 4
