@@ -30,6 +30,7 @@ import numpy as np
 
 from .result import Prediction
 from .tracking import FrameFlow, People, TemporalSmoother, blend_person, person
+from .video import check_count
 
 #: frames looked ahead by ``amanet video --smooth`` and ``Predictor.video_smoother``
 DEFAULT_LOOKAHEAD = 4
@@ -39,10 +40,7 @@ LOOKAHEAD_ALPHA = 0.4
 
 def check_lookahead(lookahead, least: int = 0) -> int:
     """``lookahead`` as an int >= ``least``, or one clear ValueError."""
-    if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)) \
-            or lookahead < least:
-        raise ValueError(f"lookahead must be a whole number >= {least}, got {lookahead!r}")
-    return int(lookahead)
+    return check_count(lookahead, "lookahead", least)
 
 
 def future_weight(alpha: float) -> float:
@@ -54,7 +52,7 @@ def future_weight(alpha: float) -> float:
 class _Entry:
     key: Any                          # handed back with the frame's prediction
     frame: Optional[np.ndarray]       # BGR, for the flow to the next frame
-    raw: Prediction                   # the model's prediction
+    raw: Dict[int, Tuple[np.ndarray, Dict[str, np.ndarray]]]  # track id -> the model's person
     forward: People                   # the causal smoother's (same people, same order)
     to_next: Optional[FrameFlow] = None   # this frame's points -> where in the next frame
 
@@ -87,7 +85,8 @@ class LookaheadSmoother:
             last = self._buffer[-1]
             if frame is not None and last.frame is not None and last.frame.shape == frame.shape:
                 last.to_next = FrameFlow(frame, last.frame)
-        self._buffer.append(_Entry(key, frame, pred, forward))
+        raw = {int(t): person(pred, j) for j, t in enumerate(forward.track_ids)}
+        self._buffer.append(_Entry(key, frame, raw, forward))
         if len(self._buffer) > self.lookahead:
             return [self._emit()]
         return []
@@ -122,11 +121,10 @@ class LookaheadSmoother:
         ``None`` when the next frame does not show them."""
         state = None
         for entry in reversed(self._buffer):
-            hits = np.flatnonzero(entry.forward.track_ids == track_id)
-            if hits.size == 0:          # not on this frame: what lies beyond does not reach
+            if track_id not in entry.raw:   # not on this frame: what lies beyond does not reach
                 state = None
                 continue
-            box, outputs = person(entry.raw, int(hits[0]))
+            box, outputs = entry.raw[track_id]
             if state is not None:
                 box, outputs = blend_person(box, outputs, state[0], state[1], entry.to_next,
                                             self.smoother.box_alpha, self.smoother.dense_alpha)

@@ -109,14 +109,17 @@ def predict_frames(predict: Callable[[np.ndarray], Prediction], source: VideoSou
         yield i, frame, pred
 
 
+def check_count(value, what: str, least: int) -> int:
+    """``value`` as an int >= ``least`` (``what`` names it in the error), or one clear
+    ValueError (a bool or a float is refused, not rounded)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ValueError(f"{what} must be a whole number >= {least}, got {value!r}")
+    return int(value)
+
+
 def check_keyframe_interval(keyframe_interval) -> int:
     """``keyframe_interval`` as an int >= 1, or one clear ValueError."""
-    if isinstance(keyframe_interval, bool) or not isinstance(keyframe_interval,
-                                                             (int, np.integer)) \
-            or keyframe_interval < 1:
-        raise ValueError(f"keyframe interval must be a whole number >= 1, got "
-                         f"{keyframe_interval!r}")
-    return int(keyframe_interval)
+    return check_count(keyframe_interval, "keyframe interval", 1)
 
 
 def _check_schedule(keyframe_interval, smoother) -> int:
