@@ -148,7 +148,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_video(args: argparse.Namespace) -> int:
     """``amanet video IN OUT``: DensePose pictures of every frame (see amanet.runtime.video)."""
     from .runtime.lookahead import check_lookahead
-    from .runtime.video import check_keyframe_interval, run_video, should_overlap
+    from .runtime.video import check_count, check_keyframe_interval, run_video, should_overlap
     from .viz import render
 
     styles = _check_picture_args(args)
@@ -159,10 +159,13 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.smooth_lookahead is not None:
         check_lookahead(args.smooth_lookahead)
     check_keyframe_interval(args.keyframe_interval)     # before the model loads
+    check_count(args.batch, "--batch", 1)
     if args.smooth and args.keyframe_interval > 1:
         raise ValueError("--smooth and --keyframe-interval > 1 do not go together: choose one")
     overrides = list(args.opts or [])
     predictor, _ = _build_predictor(args, overrides)
+    if args.batch > 1:
+        predictor.check_batching()
     gate = predictor.cfg.densepose.mask_gate_threshold
 
     def draw(frame, pred, style):
@@ -174,7 +177,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     summary = run_video(predictor.predict, args.input, args.output, styles, draw=draw,
                         npz_dir=args.save_npz, progress=not args.quiet, smoother=smoother,
                         keyframe_interval=args.keyframe_interval,
-                        overlap=should_overlap(predictor.device.type))
+                        overlap=should_overlap(predictor.device.type), batch_size=args.batch,
+                        predict_many=predictor.batched(args.batch))
     if not args.quiet:
         people = summary["people_per_frame"]
         smoothing = summary["smoothing"]
@@ -185,7 +189,7 @@ def cmd_video(args: argparse.Namespace) -> int:
                 tracked += f" (smoothed looking {smoothing['lookahead']} frames ahead)"
         if summary["keyframe_interval"] > 1:
             tracked += (f", the model run on {summary['predicted_frames']} key frames (every "
-                        f"{summary['keyframe_interval']})")
+                        f"{summary['keyframe_interval']}, and the last frame)")
         rate = (f"a variable frame rate (average {summary['fps']:.3f} fps; each frame's time "
                 "kept)" if summary["variable_frame_rate"] else f"{summary['fps']:.3f} fps")
         print(f"{args.input}: {summary['frames']} frames at {rate}, "
@@ -291,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "from the key frames on both sides, along the optical flow (nearly K times "
                     "the frames/s; costs accuracy where people move fast, see README; not with "
                     "--smooth)")
+    vi.add_argument("--batch", type=int, default=1, metavar="B",
+                    help="run the model on B frames at a time (backend eager; for a GPU: on the "
+                    "CPU it measured no faster, see README)")
     _add_model_options(vi)
     vi.add_argument("-q", "--quiet", action="store_true")
     vi.set_defaults(func=cmd_video)

@@ -21,17 +21,25 @@ from amanet.benchmarks.latency import cpu_info
 
 
 def parse_case(text):
-    """``backend[:precision[:kK|:smooth]]`` -> (backend, precision, K, smooth): ``eager:bf16:k3``
-    runs the model on every 3rd frame (amanet video --keyframe-interval 3), ``eager:bf16:smooth``
-    on every frame, smoothed (amanet video --smooth)."""
-    parts = text.split(":")
-    backend, precision, extra = (parts + ["", ""])[:3]
-    keyframes = extra[:1] == "k" and extra[1:].isdigit() and int(extra[1:]) >= 1
-    if len(parts) > 3 or (extra and not keyframes and extra != "smooth"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected backend[:precision[:kK|:smooth]], "
-                                         "K >= 1")
-    return (backend, precision or "fp32", int(extra[1:]) if keyframes else 1,
-            extra == "smooth")
+    """``backend[:precision[:option...]]`` -> (backend, precision, K, smooth, B); options:
+    ``kK`` the model on every K-th frame (amanet video --keyframe-interval K), ``smooth`` (amanet
+    video --smooth), ``bB`` B model frames at a time (amanet video --batch B). ``eager:bf16:k3:b2``
+    """
+    backend, *rest = text.split(":")
+    precision, options = (rest[0] if rest else ""), rest[1:]
+    every, smooth, batch = 1, False, 1
+    for option in options:
+        number = option[1:].isdigit() and int(option[1:]) >= 1
+        if option == "smooth" and not smooth:
+            smooth = True
+        elif option[:1] == "k" and number and every == 1:
+            every = int(option[1:])
+        elif option[:1] == "b" and number and batch == 1:
+            batch = int(option[1:])
+        else:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected backend[:precision[:kK]"
+                                             "[:bB][:smooth]], K, B >= 1")
+    return backend, precision or "fp32", every, smooth, batch
 
 
 def main(argv=None):
@@ -42,21 +50,22 @@ def main(argv=None):
     p.add_argument("--detections", nargs="+", type=int, default=[1, 3])
     p.add_argument("--cases", nargs="+", type=parse_case,
                    default=[("eager", "fp32"), ("eager", "bf16"), ("openvino", "bf16")],
-                   help="backend:precision[:kK|:smooth] run through amanet video, kK: the "
-                   "model on every K-th frame (--keyframe-interval K), smooth: --smooth; the "
-                   "loop baseline, eager fp32, always runs first")
+                   help="backend:precision[:kK][:bB][:smooth] run through amanet video, kK: "
+                   "the model on every K-th frame (--keyframe-interval K), bB: B frames at a "
+                   "time (--batch B), smooth: --smooth; the loop baseline, eager fp32, always "
+                   "runs first")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--vis", default="magicanimate")
     p.add_argument("--out", default="bench_video")
     p.add_argument("--quick", action="store_true",
                    help="one tiny clip, 2 frames, eager fp32: every frame, key frames, "
-                   "smoothed")
+                   "smoothed, batched")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.detections, args.frames = [(96, 128)], [1], 2
-        args.cases = [("eager", "fp32", 1, False), ("eager", "fp32", 2, False),
-                      ("eager", "fp32", 1, True)]
+        args.cases = [("eager", "fp32", 1, False, 1), ("eager", "fp32", 2, False, 1),
+                      ("eager", "fp32", 1, True, 1), ("eager", "fp32", 1, False, 2)]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

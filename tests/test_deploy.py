@@ -168,6 +168,38 @@ def test_graph_eager_equals_model_exactly(exported):
         assert torch.equal(ref[key], t), key
 
 
+def test_a_batch_of_images_gives_what_each_gives_alone(exported):
+    """DeployGraph.forward_many (video frames in one batch, eager only) against forward, image
+    by image: same detections and DensePose outputs (fp32 batched convolutions round
+    differently: 1e-4 relative), also when no image has a detection; one size only; the
+    exports' backends refuse a batch."""
+    from amanet.runtime import Predictor
+
+    graph = DeployGraph(exported["model"]).eval()
+    images = [image(160, 224, seed=s) for s in (4, 5, 6)]
+    with torch.no_grad():
+        alone = [graph(im) for im in images]
+        together = graph.forward_many(images)
+        assert len(together) == 3
+        for one, batched in zip(alone, together, strict=True):
+            assert len(one) == len(batched) == KINDS[exported["preset"]][1]
+            assert one[0].shape[0] == DETS
+            torch.testing.assert_close(batched[2], one[2], rtol=0, atol=0)       # classes
+            for a, b in zip(one[:2] + one[3:], batched[:2] + batched[3:]):
+                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-3)
+        graph.score_threshold.fill_(2.0)                 # nothing passes: zero detections
+        empty = graph.forward_many(images[:2])
+        graph.score_threshold.fill_(0.05)
+        for out in empty:
+            assert [tuple(t.shape[1:]) for t in out[3:]] == [tuple(t.shape[1:])
+                                                             for t in alone[0][3:]]
+            assert all(t.shape[0] == 0 for t in out)
+        with pytest.raises(ValueError, match="images of one size"):
+            graph.forward_many([image(160, 224), image(160, 256)])
+    with pytest.raises(ValueError, match="batch size > 1 needs backend eager"):
+        Predictor.from_export(exported["ts"]).predict_many([np.zeros((8, 8, 3), np.uint8)], 2)
+
+
 def test_fixed_max_detections_pads_and_counts(exported):
     graph = torch.jit.script(DeployGraph(exported["model"], max_detections=10).eval())
     with torch.no_grad():

@@ -4,6 +4,7 @@ along the motion, people on one side only kept as that side has them."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from amanet.runtime.keyframes import KeyframeInterpolator
 from amanet.runtime.tracking import TemporalSmoother
@@ -49,6 +50,25 @@ def test_a_still_person_is_blended_by_distance_from_the_two_key_frames():
                frames, 4)
     u = [float(p.densepose["u"][0, 0, 4, 4]) for _, p in out]
     np.testing.assert_allclose(u, [0, 1, 2, 3, 4, 4, 4], atol=1e-3)
+
+
+def test_the_last_frame_ends_as_a_key_frame_so_the_tail_is_filled_from_both_sides():
+    """Key frames 0 and 4 (U 0, 4), frames 5, 6 carried, then end() with U 7 for frame 6: frame
+    5 sits halfway between 4 and 6."""
+    frames = _textured_pan(0, 7)
+    kf = KeyframeInterpolator(_tracker())
+    got = []
+    for t, f in enumerate(frames):
+        got += kf.push(_with_u(BOX, float(t)), f, t) if t in (0, 4) else kf.carry(f, t)
+    assert kf.waiting and [k for k, _ in got] == [0, 1, 2, 3, 4]
+    got += kf.end(_with_u(BOX, 7.0))
+    assert not kf.waiting and kf.flush() == []
+    assert [k for k, _ in got] == list(range(7))
+    u = [float(p.densepose["u"][0, 0, 4, 4]) for _, p in got]
+    np.testing.assert_allclose(u, [0, 1, 2, 3, 4, 5.5, 7], atol=1e-3)
+    assert [list(p.track_ids) for _, p in got] == [[0]] * 7
+    with pytest.raises(RuntimeError, match="carried frame last"):
+        kf.end(_with_u(BOX, 0.0))
 
 
 def test_the_later_key_frame_is_carried_back_along_the_motion():

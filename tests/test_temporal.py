@@ -158,6 +158,16 @@ def test_keyframes_run_the_model_on_every_kth_frame_only(tmp_path):
     ids = [sorted(p.track_ids) for p in streamed]
     assert all(ids[t] == ids[t - t % 3] for t in range(7)), ids     # carried frames: same people
     assert set(ids[0]) & set(ids[3]) & set(ids[6]), ids             # someone followed throughout
+
+    # 7 frames, every 4th: the last frame (6) is a key frame too, so 5 is filled from both sides
+    seen.clear()
+    summary = run_video(counting, files.frames, tmp_path / "out4", ["parts"], progress=False,
+                        keyframe_interval=4, smoother=pred.video_smoother(keyframe_interval=4))
+    assert summary["predicted_frames"] == 3 and summary["frames"] == 7
+    for s, t in zip(seen, (0, 4, 6), strict=True):
+        np.testing.assert_array_equal(s, frames[t])
+    streamed = [p for _, p in pred.predict_video(files.frames, keyframe_interval=4)]
+    assert len(streamed) == 7 and (streamed[6].iuv[0] == pred(frames[6]).iuv[0]).mean() > 0.9999
     written = sorted((tmp_path / "out").glob("*.png"))
     assert len(written) == 7 and len(list((tmp_path / "raw").glob("*.npz"))) == 7
 
@@ -189,7 +199,8 @@ def test_keyframe_settings_are_checked_before_any_work(tmp_path, capsys):
     files = write_clip(tmp_path / "clip", 0, 0, 4, (96, 96))
     assert main(["video", str(files.frames), str(tmp_path / "kf.mp4"),
                  "--keyframe-interval", "2"]) == 0
-    assert "the model run on 2 key frames (every 2)" in capsys.readouterr().out
+    assert ("the model run on 3 key frames (every 2, and the last frame)"       # 0, 2 and 3
+            in capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("args,msg", [(["--smooth", "--smooth-alpha", "0"], "dense_alpha"),

@@ -143,6 +143,42 @@ def test_predict_video_streams_the_same_results_as_single_frames(tmp_path):
     assert sum(len(p) for _, p in streamed) > 0, "the demo model finds the synthetic people"
 
 
+def test_batched_frames_give_the_per_frame_results(tmp_path, capsys):
+    """batch_size B: the model frames go through the model B at a time, the results (and key
+    frames' fills, track ids) as one frame at a time; the summary says it; a bad batch size is
+    one line before any work."""
+    from amanet.assets import DEMO_MODEL
+    from amanet.runtime import Predictor
+
+    src = _write_video(tmp_path / "in.mp4")
+    pred = Predictor(None, weights=str(DEMO_MODEL))
+    frames = list(open_video(src).frames())
+    batched = pred.predict_many(frames, batch_size=4)
+    assert len(batched) == FRAMES
+    for f, b in zip(frames, batched, strict=True):
+        one = pred(f)
+        np.testing.assert_allclose(b.boxes, one.boxes, atol=1e-3)
+        assert (b.iuv == one.iuv).mean() > 0.999
+    for every, size in ((1, 4), (2, 2), (2, 3)):
+        one = list(pred.predict_video(src, keyframe_interval=every))
+        many = list(pred.predict_video(src, keyframe_interval=every, batch_size=size))
+        assert [i for i, _ in many] == list(range(FRAMES))
+        for (_, a), (_, b) in zip(one, many, strict=True):
+            np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-3)
+            np.testing.assert_array_equal(b.track_ids, a.track_ids)
+            assert (b.iuv == a.iuv).mean() > 0.999
+    assert main(["video", str(src), str(tmp_path / "out.mp4"), "--batch", "3",
+                 "--keyframe-interval", "2", "-q"]) == 0
+    assert open_video(tmp_path / "out.mp4").num_frames == FRAMES
+    capsys.readouterr()
+    assert main(["video", str(src), str(tmp_path / "bad.mp4"), "--batch", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--batch must be a whole number >= 1" in err and "\n" not in err
+    assert not list(tmp_path.glob("bad*"))
+    with pytest.raises(ValueError, match="batch size must be"):
+        list(pred.predict_video(src, batch_size=1.5))
+
+
 @pytest.mark.parametrize("overlap", [False, True])
 def test_failure_mid_video_leaves_nothing_that_looks_finished(tmp_path, overlap):
     from amanet.assets import DEMO_MODEL

@@ -158,7 +158,11 @@ def run_temporal(weights: str, work_dir: Path, clips: int = 4, frames: int = 32,
                     record(k, tk, p)
             bar.update(1)
         for k, sm in enumerate(smoothers):
-            for tk, p in (sm.flush() if sm is not None else []):
+            if sm is None:
+                continue
+            # as in amanet video: the last frame is a key frame too
+            done = sm.end(pred) if getattr(sm, "waiting", False) else []
+            for tk, p in done + sm.flush():
                 record(k, tk, p)
         for k, res in enumerate(results):
             f, s = label_flips(np.stack(labels[k]), truth)

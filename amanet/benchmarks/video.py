@@ -39,6 +39,7 @@ class VideoResult:
     speedup: float = 0.0    # fps / the loop's fps on the same clip and detections
     keyframe_interval: int = 1   # the model on every K-th frame, people carried in between
     smooth: bool = False         # amanet video --smooth
+    batch_size: int = 1          # amanet video --batch: model frames at a time
 
 
 def make_clip(path: Path, height: int, width: int, frames: int, fps: int = 25) -> Path:
@@ -95,7 +96,8 @@ def loop_baseline(predictor, clip: Path, out: Path, style: str) -> int:
 
 
 def time_case(mode: str, predictor, clip: Path, out: Path, style: str,
-              keyframe_interval: int = 1, smooth: bool = False) -> Tuple[int, float]:
+              keyframe_interval: int = 1, smooth: bool = False, batch_size: int = 1
+              ) -> Tuple[int, float]:
     from ..data.video_io import open_video
     from ..runtime.video import run_video
 
@@ -106,7 +108,8 @@ def time_case(mode: str, predictor, clip: Path, out: Path, style: str,
     else:
         n = run_video(predictor.predict, clip, out, [style], progress=False,
                       smoother=predictor.video_smoother(smooth, keyframe_interval),
-                      keyframe_interval=keyframe_interval)["frames"]
+                      keyframe_interval=keyframe_interval, batch_size=batch_size,
+                      predict_many=predictor.batched(batch_size))["frames"]
     return n, time.perf_counter() - start
 
 
@@ -114,7 +117,7 @@ def run_all(family: str, sizes: Sequence[Tuple[int, int]], detections: Sequence[
             cases: Sequence[Tuple], frames: int, work_dir: Path, threads: int = 2,
             style: str = "magicanimate") -> List[VideoResult]:
     """The loop baseline, then ``cases`` (``(backend, precision[, keyframe_interval[,
-    smooth]])``, through ``amanet video``), per clip size and detection count."""
+    smooth[, batch_size]]])``, through ``amanet video``), per clip size and detection count."""
     import torch
 
     torch.set_num_threads(threads)
@@ -122,22 +125,23 @@ def run_all(family: str, sizes: Sequence[Tuple[int, int]], detections: Sequence[
     for h, w in sizes:
         clip = make_clip(work_dir / f"clip_{h}x{w}.mp4", h, w, frames)
         for d in detections:
-            runs = [(LOOP, "eager", "fp32", 1, False)] + [
-                (PIPELINE, *c[:2], c[2] if len(c) > 2 else 1, len(c) > 3 and bool(c[3]))
+            runs = [(LOOP, "eager", "fp32", 1, False, 1)] + [
+                (PIPELINE, *c[:2], c[2] if len(c) > 2 else 1, len(c) > 3 and bool(c[3]),
+                 c[4] if len(c) > 4 else 1)
                 for c in cases]
             base_fps: Optional[float] = None
-            for mode, backend, precision, every, smooth in runs:
+            for mode, backend, precision, every, smooth, batch in runs:
                 predictor = make_predictor(family, backend, precision, d, work_dir / "exports",
                                            threads)
                 n, secs = time_case(mode, predictor, clip, work_dir / f"out_{mode}.mp4", style,
-                                    every, smooth)
+                                    every, smooth, batch)
                 r = VideoResult(mode, backend, precision, h, w, d, n, secs, n / secs,
-                                keyframe_interval=every, smooth=smooth)
+                                keyframe_interval=every, smooth=smooth, batch_size=batch)
                 base_fps = r.fps if mode == LOOP else base_fps
                 r.speedup = r.fps / base_fps if base_fps else 0.0
-                logger.info("%s %s %s key frames every %d%s, %dx%d %d people: %.2f frames/s "
-                            "(%.2fx)", mode, backend, precision, every,
-                            ", smoothed" if smooth else "", h, w, d, r.fps, r.speedup)
+                logger.info("%s %s %s key frames every %d%s, batch %d, %dx%d %d people: %.2f "
+                            "frames/s (%.2fx)", mode, backend, precision, every,
+                            ", smoothed" if smooth else "", batch, h, w, d, r.fps, r.speedup)
                 results.append(r)
     return results
 
@@ -145,20 +149,21 @@ def run_all(family: str, sizes: Sequence[Tuple[int, int]], detections: Sequence[
 def markdown_table(results: List[VideoResult], header: str = "") -> str:
     lines = [header, ""] if header else []
     lines += ["| clip | people | pipeline | backend | precision | key frames | smoothed | "
-              "frames | s | frames/s | vs loop |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "batch | frames | s | frames/s | vs loop |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         every = "all" if r.keyframe_interval == 1 else f"every {r.keyframe_interval}"
         lines.append(f"| {r.width}x{r.height} | {r.detections} | {r.mode} | {r.backend} | "
                      f"{r.precision} | {every} | {'yes' if r.smooth else 'no'} | "
-                     f"{r.frames} | {r.seconds:.1f} | {r.fps:.3f} | "
+                     f"{r.batch_size} | {r.frames} | {r.seconds:.1f} | {r.fps:.3f} | "
                      f"{r.speedup:.2f}x |")
     return "\n".join(lines)
 
 
 def _label(r: VideoResult) -> Tuple[str, ...]:
     every = () if r.keyframe_interval == 1 else (f"key frames 1/{r.keyframe_interval}",)
-    return (r.mode, r.backend, r.precision, *every, *(("smoothed",) if r.smooth else ()))
+    return (r.mode, r.backend, r.precision, *every, *(("smoothed",) if r.smooth else ()),
+            *((f"batch {r.batch_size}",) if r.batch_size > 1 else ()))
 
 
 def bar_chart(results: List[VideoResult], path: Path) -> None:

@@ -156,6 +156,11 @@ class DeployGraph(nn.Module):
     def proposals(self, feats: List[Tensor], wh: Tensor) -> Tensor:
         """RPN: top-k per level, clip, drop empty, per-level NMS, top-k -> ``[R, 4]``."""
         logits_all, deltas_all = self.rpn_head(feats)
+        return self.select_proposals(feats, logits_all, deltas_all, wh, 0)
+
+    def select_proposals(self, feats: List[Tensor], logits_all: List[Tensor],
+                         deltas_all: List[Tensor], wh: Tensor, b: int) -> Tensor:
+        """The proposals ``[R, 4]`` of image ``b`` of the batch from the RPN head's outputs."""
         boxes_l: List[Tensor] = []
         scores_l: List[Tensor] = []
         levels_l: List[Tensor] = []
@@ -165,8 +170,8 @@ class DeployGraph(nn.Module):
                 k = min(self.pre_nms_topk, logits.shape[1])
             else:
                 k = _traced_topk_k(logits, self.pre_nms_topk)
-            scores, idx = logits[0].topk(k)
-            sel = _apply_deltas(deltas[0][idx], anchors[idx], self.rpn_weights)
+            scores, idx = logits[b].topk(k)
+            sel = _apply_deltas(deltas[b][idx], anchors[idx], self.rpn_weights)
             boxes_l.append(sel)
             scores_l.append(scores)
             levels_l.append(torch.full_like(scores, lvl, dtype=torch.int64))
@@ -232,6 +237,35 @@ class DeployGraph(nn.Module):
         if self.max_detections > 0:
             return self._padded(feats, boxes, scores, classes)
         return [boxes, scores, classes] + self.densepose(feats, boxes)
+
+    @torch.jit.unused
+    def forward_many(self, images: List[Tensor]) -> List[List[Tensor]]:
+        """Several resized images of one size (each ``[3, H, W]``) -> one list of
+        :meth:`forward`'s outputs per image. The backbone, the RPN head and the DensePose branch
+        run once over the batch ``[B, 3, H', W']`` (one RoI list with batch indices), proposals
+        and detections per image: what a device that gains from batches (a GPU) runs for
+        frames of a video. Eager only (the exports take one image); not with
+        ``max_detections``."""
+        if self.max_detections > 0:
+            raise ValueError("forward_many() does not pad to max_detections")
+        if len({tuple(im.shape) for im in images}) != 1:
+            raise ValueError("forward_many() needs images of one size, got "
+                             f"{sorted({tuple(im.shape) for im in images})}")
+        hw = torch._shape_as_tensor(images[0])[1:].to(torch.float32)
+        wh = torch.stack([hw[1], hw[0], hw[1], hw[0]])
+        fdict = self.backbone(torch.cat([self.preprocess(im) for im in images]))
+        feats = [fdict["p2"], fdict["p3"], fdict["p4"], fdict["p5"], fdict["p6"]]
+        logits_all, deltas_all = self.rpn_head(feats)
+        detections: List[List[Tensor]] = []
+        for b in range(len(images)):
+            proposals = self.select_proposals(feats, logits_all, deltas_all, wh, b)
+            detections.append(list(self.detect([f[b:b + 1] for f in feats], proposals, wh)))
+        rois = torch.cat([torch.cat([torch.full_like(boxes[:, :1], float(b)), boxes], dim=1)
+                          for b, (boxes, _, _) in enumerate(detections)])
+        dense = self.densepose_branch(feats, rois)
+        counts = [int(boxes.shape[0]) for boxes, _, _ in detections]
+        per_image = [list(chunk) for chunk in zip(*[d.split(counts) for d in dense])]
+        return [found + own for found, own in zip(detections, per_image)]
 
     def _padded(self, feats: List[Tensor], boxes: Tensor, scores: Tensor, classes: Tensor
                 ) -> List[Tensor]:

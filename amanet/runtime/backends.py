@@ -60,6 +60,13 @@ class EagerBackend:
             outs = self.graph(image.to(self.device))
         return dict(zip(self.names, outs))
 
+    def run_many(self, images: List[torch.Tensor]) -> List[Outputs]:
+        """Several resized images of one size in one batch
+        (:meth:`~amanet.deploy.graph.DeployGraph.forward_many`): each image's outputs."""
+        with torch.no_grad(), autocast(self.precision, self.device):
+            outs = self.graph.forward_many([im.to(self.device) for im in images])
+        return [dict(zip(self.names, o)) for o in outs]
+
 
 def flat_outputs(det: Dict[str, Any], densepose_names: List[str]) -> Outputs:
     """The model's per-image result dict in the flat form every backend returns: the first

@@ -10,8 +10,9 @@ frame). Carrying from both sides halves how far a view is carried, and motion er
 that distance: measured with ``bench/temporal.py`` (README, "Key frames").
 
 The frames between wait for the next key frame: memory is ``K - 1`` frames and their
-predictions, whatever the video's length, and each comes out when that key frame is in. Frames
-after the video's last key frame are carried forwards only.
+predictions, whatever the video's length, and each comes out when that key frame is in. The
+video's last frame is a key frame too (:meth:`KeyframeInterpolator.end`: one more model run
+where the length is not ``1 + n K``), so no frame is carried from one side only.
 """
 from __future__ import annotations
 
@@ -38,8 +39,9 @@ class KeyframeInterpolator:
     key frames' people to the carried ones (track ids) and carries them forwards.
 
     Feed frames in order: :meth:`push` a key frame's prediction, :meth:`carry` a frame between;
-    each returns the ``(key, prediction)`` pairs now complete, in frame order; :meth:`flush`
-    after the last frame."""
+    each returns the ``(key, prediction)`` pairs now complete, in frame order. After the last
+    frame: :meth:`end` with the model's prediction for it if it was carried, then
+    :meth:`flush`."""
 
     def __init__(self, tracker: TemporalSmoother):
         self.tracker = tracker
@@ -58,15 +60,32 @@ class KeyframeInterpolator:
              key: Any = None) -> List[Tuple[Any, Prediction]]:
         """A key frame's prediction: the waiting frames, now filled from both sides, then this
         one (tracked)."""
-        now = self.tracker.track(pred, frame)
-        done = self._fill(now, frame)
-        return done + [(key, self.tracker.finish(now))]
+        return self._keyed(self.tracker.track(pred, frame), frame, key)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether frames wait for a key frame (the last one fed was carried)."""
+        return bool(self._between)
+
+    def end(self, pred: Prediction) -> List[Tuple[Any, Prediction]]:
+        """The model's prediction for the last frame fed (a carried one): that frame becomes a
+        key frame, so the frames before it are filled from both sides. Returns every frame
+        still waiting, in order."""
+        if not self._between:
+            raise RuntimeError("end() needs a carried frame last (the last frame was a key "
+                               "frame: call flush())")
+        last = self._between.pop()
+        # the tracker already stands on this frame (it carried its people there)
+        return self._keyed(self.tracker.track(pred), last.frame, last.key)
 
     def flush(self) -> List[Tuple[Any, Prediction]]:
-        """The frames after the last key frame, carried forwards only."""
+        """The frames still waiting, carried forwards only (after :meth:`end`: none)."""
         done = [(b.key, self.tracker.finish(b.forward)) for b in self._between]
         self._between = []
         return done
+
+    def _keyed(self, now: People, frame: np.ndarray, key: Any) -> List[Tuple[Any, Prediction]]:
+        return self._fill(now, frame) + [(key, self.tracker.finish(now))]
 
     def _fill(self, key: People, key_frame: np.ndarray) -> List[Tuple[Any, Prediction]]:
         """The waiting frames blended with the ``key`` frame's people carried back to each."""

@@ -93,7 +93,9 @@ def _threaded(items: Iterator, maxsize: int, name: str, enabled: bool = True) ->
 def predict_frames(predict: Callable[[np.ndarray], Prediction], source: VideoSource,
                    prefetch: int = 4,
                    smoother: Optional[Callable[..., Prediction]] = None,
-                   keyframe_interval: int = 1, overlap: Optional[bool] = None
+                   keyframe_interval: int = 1, overlap: Optional[bool] = None,
+                   batch_size: int = 1,
+                   predict_many: Optional[Callable[[List[np.ndarray]], List[Prediction]]] = None
                    ) -> Iterator[Tuple[int, np.ndarray, Prediction]]:
     """``(index, frame_bgr, prediction)`` for every frame; with ``overlap`` (default:
     :func:`should_overlap` on the CPU) decoded in a thread, ``prefetch`` frames ahead. Each
@@ -103,9 +105,12 @@ def predict_frames(predict: Callable[[np.ndarray], Prediction], source: VideoSou
     later, still all and in order) when given. ``keyframe_interval`` K > 1: the model runs on
     frames 0, K, 2K, ... only; the smoother (required, a
     :class:`~amanet.runtime.keyframes.KeyframeInterpolator`) fills the frames between from the
-    key frames on both sides."""
+    key frames on both sides (the last frame is a key frame too). ``batch_size`` B > 1: the
+    model frames go to ``predict_many`` B at a time (``Predictor.predict_many``), the frames
+    between them waiting with them."""
     for i, _, frame, pred in _timed_predictions(predict, source, prefetch, smoother,
-                                                keyframe_interval, overlap):
+                                                keyframe_interval, overlap, batch_size,
+                                                predict_many):
         yield i, frame, pred
 
 
@@ -131,27 +136,63 @@ def _check_schedule(keyframe_interval, smoother) -> int:
     return every
 
 
+def check_batch_size(batch_size, predict_many) -> int:
+    """``batch_size`` as an int >= 1; a batch size > 1 needs ``predict_many``."""
+    batch_size = check_count(batch_size, "batch size", 1)
+    if batch_size > 1 and predict_many is None:
+        raise ValueError("a batch size > 1 needs predict_many (Predictor.predict_many)")
+    return batch_size
+
+
+def _model_batches(frames: Iterator[Tuple[Optional[Fraction], np.ndarray]], every: int,
+                   batch_size: int) -> Iterator[List[Tuple[int, Optional[Fraction], np.ndarray]]]:
+    """``(index, time, frame)`` runs of consecutive frames, each ending with its
+    ``batch_size``-th key frame (the last run may hold fewer): what one batch of model inputs
+    waits for (memory: ``batch_size * every`` frames)."""
+    run: List[Tuple[int, Optional[Fraction], np.ndarray]] = []
+    keys = 0
+    for i, (time, frame) in enumerate(frames):
+        run.append((i, time, frame))
+        if i % every == 0:
+            keys += 1
+            if keys == batch_size:
+                yield run
+                run, keys = [], 0
+    if run:
+        yield run
+
+
 def _timed_predictions(predict, source: VideoSource, prefetch: int, smoother,
-                       keyframe_interval: int = 1, overlap: Optional[bool] = None
+                       keyframe_interval: int = 1, overlap: Optional[bool] = None,
+                       batch_size: int = 1, predict_many=None
                        ) -> Iterator[Tuple[int, Optional[Fraction], np.ndarray, Prediction]]:
     """:func:`predict_frames` with each frame's presentation time (seconds, or ``None``)."""
     every = _check_schedule(keyframe_interval, smoother)
+    batch_size = check_batch_size(batch_size, predict_many)
     overlap = should_overlap() if overlap is None else overlap
-    for i, (time, frame) in enumerate(_threaded(source.timed_frames(), prefetch,
-                                                "amanet-decode", overlap)):
-        if smoother is None:
-            yield i, time, frame, predict(frame)
-            continue
-        # look-ahead smoothers and key frames hand frames on some frames later
-        if i % every:
-            done = smoother.carry(frame, (i, time, frame))
-        else:
-            done = smoother.push(predict(frame), frame, (i, time, frame))
-        for (j, t, f), pred in done:
-            yield j, t, f, pred
-    if smoother is not None:
-        for (j, t, f), pred in smoother.flush():
-            yield j, t, f, pred
+    frames = _threaded(source.timed_frames(), prefetch, "amanet-decode", overlap)
+    last = None
+    for run in _model_batches(frames, every, batch_size):
+        keyed = [frame for i, _, frame in run if i % every == 0]
+        preds = iter(predict_many(keyed) if batch_size > 1 else [predict(f) for f in keyed])
+        for i, time, frame in run:
+            if smoother is None:
+                yield i, time, frame, next(preds)
+                continue
+            # look-ahead smoothers and key frames hand frames on some frames later
+            if i % every:
+                done = smoother.carry(frame, (i, time, frame))
+            else:
+                done = smoother.push(next(preds), frame, (i, time, frame))
+            for (j, t, f), pred in done:
+                yield j, t, f, pred
+            last = frame
+    if smoother is None:
+        return
+    # the last frame is a key frame too, so that the frames before it are filled from both sides
+    done = smoother.end(predict(last)) if getattr(smoother, "waiting", False) else []
+    for (j, t, f), pred in done + smoother.flush():
+        yield j, t, f, pred
 
 
 class _FrameIntervals:
@@ -197,7 +238,10 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
               draw: Optional[Callable[[np.ndarray, Prediction, str], np.ndarray]] = None,
               npz_dir=None, progress: bool = True, queue_size: int = 4,
               smoother: Optional[Callable[..., Prediction]] = None,
-              keyframe_interval: int = 1, overlap: Optional[bool] = None) -> Dict[str, object]:
+              keyframe_interval: int = 1, overlap: Optional[bool] = None,
+              batch_size: int = 1,
+              predict_many: Optional[Callable[[List[np.ndarray]], List[Prediction]]] = None
+              ) -> Dict[str, object]:
     """Predict every frame of ``source_path`` (a video file or a folder of frames) and write the
     pictures ``styles`` as videos (``.mp4``/``.mkv``/``.mov``) or PNG folders at ``out_path``
     (see :func:`output_paths`), plus per-frame ``.npz`` results into ``npz_dir``. ``smoother``
@@ -206,6 +250,7 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
     the people along the optical flow in between (see :func:`predict_frames`). ``overlap``:
     decode, infer and draw + encode in threads beside each other (default:
     :func:`should_overlap` on the CPU; pass ``should_overlap("cuda")`` for a GPU model).
+    ``batch_size`` B > 1: the model frames go to ``predict_many`` B at a time.
 
     Every output is written under a temporary name and renamed only when the whole video is
     done; on any error (or Ctrl-C) the partial outputs are removed. Returns a summary.
@@ -216,6 +261,7 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
 
     draw = draw or render
     keyframe_interval = _check_schedule(keyframe_interval, smoother)
+    batch_size = check_batch_size(batch_size, predict_many)
     overlap = should_overlap() if overlap is None else overlap
     source = open_video(source_path)
     paths = output_paths(Path(out_path), list(styles))
@@ -243,9 +289,20 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
     intervals = _FrameIntervals()
     bar = tqdm(total=source.num_frames, unit="frame", desc="video", disable=not progress)
 
+    predicted = [0]
+
+    def counted(frame: np.ndarray) -> Prediction:
+        predicted[0] += 1
+        return predict(frame)
+
+    def counted_many(frames: List[np.ndarray]) -> List[Prediction]:
+        predicted[0] += len(frames)
+        return predict_many(frames)
+
     def drawn() -> Iterator[Tuple[int, Optional[Fraction], Dict[str, np.ndarray], Prediction]]:
-        for i, time, frame, pred in _timed_predictions(predict, source, queue_size, smoother,
-                                                       keyframe_interval, overlap):
+        for i, time, frame, pred in _timed_predictions(counted, source, queue_size, smoother,
+                                                       keyframe_interval, overlap, batch_size,
+                                                       counted_many):
             yield i, time, {s: draw(frame, pred, s) for s in styles}, pred
 
     try:
@@ -280,8 +337,8 @@ def run_video(predict: Callable[[np.ndarray], Prediction], source_path, out_path
             "npz": str(npz) if npz is not None else None,
             "variable_frame_rate": intervals.variable,
             "smoothing": smoothing_summary(smoother),
-            "keyframe_interval": keyframe_interval,
-            "predicted_frames": -(-len(people) // keyframe_interval),
+            "keyframe_interval": keyframe_interval, "batch_size": batch_size,
+            "predicted_frames": predicted[0],
             "overlapped": overlap}
 
 
