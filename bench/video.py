@@ -56,6 +56,7 @@ def main(argv=None):
                    "runs first")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the loop runs there too)")
     p.add_argument("--vis", default="magicanimate")
     p.add_argument("--out", default="bench_video")
     p.add_argument("--quick", action="store_true",
@@ -70,11 +71,14 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = V.run_all(args.family, args.sizes, args.detections, args.cases, args.frames,
-                        out / "work", args.threads, args.vis)
+                        out / "work", args.threads, args.vis, args.device)
     cpu = cpu_info()
     header = (f"CPU: {cpu.get('model', platform.processor())} ({cpu.get('cores', '?')} cores), "
               f"ISA: {' '.join(cpu.get('isa', []))}; {args.family}, {args.threads} threads, "
               f"random weights, detections forced, --vis {args.vis}")
+    if args.device != "cpu":
+        import torch
+        header += f"; device {args.device}: {torch.cuda.get_device_name(args.device)}"
     table = V.markdown_table(results, header)
     (out / "video.md").write_text(table + "\n")
     (out / "video.json").write_text(json.dumps(V.to_json(results, {"cpu": cpu,

@@ -87,3 +87,20 @@ def test_fp16_torchscript_runs_on_cuda(tmp_path):
     pairs = _pairs(eager, out)
     assert len(pairs) >= 6
     assert _label_agreement(eager, out, pairs) > 0.9
+
+
+@pytest.mark.parametrize("precision", [None, "fp16"])
+def test_cuda_batch_of_frames_equals_one_at_a_time(precision):
+    """Frames batched on the GPU (amanet video --batch) give each frame's own detections and
+    labels."""
+    from PIL import Image
+
+    pred = _predictor("s1x", "cuda", precision)
+    photo = np.asarray(Image.open(PHOTO).convert("RGB"))[:, :, ::-1]
+    frames = [np.ascontiguousarray(np.roll(photo, 8 * i, axis=1)) for i in range(4)]
+    for one, batched in zip([pred(f) for f in frames], pred.predict_many(frames, batch_size=4),
+                            strict=True):
+        assert len(one) == len(batched) == 8
+        pairs = _pairs(one, batched)
+        assert len(pairs) >= 7, pairs
+        assert _label_agreement(one, batched, pairs) > (0.99 if precision is None else 0.9)

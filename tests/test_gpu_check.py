@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "gpu_check.sh"
 STEPS = ("gpu", "torch", "build", "doctor", "cuda_tests", "sanitizer_memcheck",
-         "sanitizer_racecheck", "latency")
+         "sanitizer_racecheck", "latency", "video")
 
 
 def test_script_parses_and_is_shellcheck_clean():
@@ -37,11 +37,12 @@ def test_dry_run_checks_every_step(tmp_path):
             for line in summary.splitlines() if line.startswith("| ") and "---" not in line}
     for step in STEPS:
         assert step in rows, (step, summary)
-    for step in ("torch", "doctor", "cuda_tests", "latency"):
+    for step in ("torch", "doctor", "cuda_tests", "latency", "video"):
         assert rows[step] == "pass", (step, rows[step])
     collected = (tmp_path / "out" / "cuda_tests.log").read_text()
     assert "test_cuda.py::test_cuda_fp32_equals_cpu" in collected
     assert "test_amp_training_on_cuda" in collected
+    assert "test_cuda.py::test_cuda_batch_of_frames_equals_one_at_a_time" in collected
     assert "test_gpu_first_contact.py::test_cuda_atomic_backwards_alert_in_deterministic_mode" in collected
 
 

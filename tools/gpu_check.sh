@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The prepared check of a single-GPU Linux machine (e.g. one H100, 16 cores), in at most
-# ~8 minutes, without network: builds the op library against whatever torch is installed there
+# ~9 minutes, without network: builds the op library against whatever torch is installed there
 # (no pip), says what the install can do (amanet doctor), runs every CUDA test (ops, inference
 # CUDA vs CPU per head kind, fp16 autocast and TorchScript, AMP training), the op tests under
-# compute-sanitizer (memcheck, racecheck) when it is there, and the CUDA latency benchmark.
+# compute-sanitizer (memcheck, racecheck) when it is there, the CUDA latency benchmark and
+# video frames/s with frames batched (amanet video --batch) against one at a time.
 #
 #   tools/gpu_check.sh              # on the GPU machine, from the repository root
 #   tools/gpu_check.sh --dry-run    # anywhere: checks every step's command without a GPU (CI)
 #
 # Writes $OUT (default ./gpu_check_out): summary.md (one row per step: pass / FAIL / skip,
-# seconds, log), <step>.log, latency/ (latency.md, latency.json). Exit status: 0 when no step
-# failed. Environment: PYTHON (default .venv/bin/python, else python3), GPU_CHECK_BUDGET
-# (seconds for all steps, default 470), MAX_JOBS (build parallelism, default: cores).
+# seconds, log), <step>.log, latency/ (latency.md, latency.json), video/ (video.md, .json).
+# Exit status: 0 when no step failed. Environment: PYTHON (default .venv/bin/python, else
+# python3), GPU_CHECK_BUDGET (seconds for all steps, default 540), MAX_JOBS (build parallelism, default: cores).
 set -uo pipefail
 
 DRY=0
@@ -27,7 +28,7 @@ mkdir -p "$OUT" || { echo "error: cannot create $OUT" >&2; exit 2; }
 if [[ -n "${PYTHON:-}" ]]; then PY=$PYTHON
 elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python
 else PY=python3; fi
-BUDGET=${GPU_CHECK_BUDGET:-470}
+BUDGET=${GPU_CHECK_BUDGET:-540}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 SUMMARY="$OUT/summary.md"
 FAILED=0
@@ -47,7 +48,7 @@ record() {  # name status seconds
 
 # Steps a dry run really runs (harmless and GPU-free in their dry-run form); the others it only
 # checks for their program.
-DRY_RUNS=" torch doctor cuda_tests latency "
+DRY_RUNS=" torch doctor cuda_tests latency video "
 
 # step NAME LIMIT_SECONDS COMMAND...: run it (timed, logged, bounded by the remaining budget).
 step() {
@@ -117,10 +118,21 @@ else
     --runs 10 --warmup 3 --threads 16 --out "$OUT/latency"
 fi
 
+# 6. video frames/s on the GPU: fp16, one frame at a time against 4 and 8 frames per batch
+if [[ $DRY == 1 ]]; then
+  step video 60 "$PY" bench/video.py --help
+else
+  step video 90 "$PY" bench/video.py --device cuda --sizes 512x512 --detections 3 \
+    --frames 24 --cases eager:fp16 eager:fp16:b4 eager:fp16:b8 --threads 16 --out "$OUT/video"
+fi
+
 echo >> "$SUMMARY"
 echo "total: $((SECONDS - START)) s of a ${BUDGET} s budget" >> "$SUMMARY"
 if [[ -f "$OUT/latency/latency.md" ]]; then
   { echo; echo "## CUDA latency"; echo; cat "$OUT/latency/latency.md"; } >> "$SUMMARY"
+fi
+if [[ -f "$OUT/video/video.md" ]]; then
+  { echo; echo "## Video on the GPU"; echo; cat "$OUT/video/video.md"; } >> "$SUMMARY"
 fi
 cat "$SUMMARY"
 exit $FAILED

@@ -62,7 +62,7 @@ def _overrides(detections: int) -> List[str]:
 
 
 def make_predictor(family: str, backend: str, precision: str, detections: int,
-                   work_dir: Path, threads: int):
+                   work_dir: Path, threads: int, device: str = "cpu"):
     """A Predictor with smoke weights (eager) or over their export (openvino/onnxruntime/
     torchscript), detections forced."""
     from ..runtime import Predictor
@@ -70,12 +70,12 @@ def make_predictor(family: str, backend: str, precision: str, detections: int,
 
     if backend == "eager":
         return Predictor(family, None, overrides=_overrides(detections), precision=precision,
-                         threads=threads)
+                         threads=threads, device=device)
     work_dir.mkdir(parents=True, exist_ok=True)
     artifacts = export_artifacts(bench_model(family, detections), work_dir / f"d{detections}",
                                  precisions=(precision,) if backend == "torchscript" else ())
     key = ("torchscript", precision) if backend == "torchscript" else ("onnxruntime", "fp32")
-    return Predictor.from_export(str(artifacts[key]), backend=backend,
+    return Predictor.from_export(str(artifacts[key]), backend=backend, device=device,
                                  precision=None if backend == "torchscript" else precision,
                                  threads=threads)
 
@@ -99,7 +99,7 @@ def time_case(mode: str, predictor, clip: Path, out: Path, style: str,
               keyframe_interval: int = 1, smooth: bool = False, batch_size: int = 1
               ) -> Tuple[int, float]:
     from ..data.video_io import open_video
-    from ..runtime.video import run_video
+    from ..runtime.video import run_video, should_overlap
 
     predictor(next(open_video(clip).frames()))   # warm-up (one-time kernel set-up)
     start = time.perf_counter()
@@ -109,13 +109,14 @@ def time_case(mode: str, predictor, clip: Path, out: Path, style: str,
         n = run_video(predictor.predict, clip, out, [style], progress=False,
                       smoother=predictor.video_smoother(smooth, keyframe_interval),
                       keyframe_interval=keyframe_interval, batch_size=batch_size,
-                      predict_many=predictor.batched(batch_size))["frames"]
+                      predict_many=predictor.batched(batch_size),
+                      overlap=should_overlap(predictor.device.type))["frames"]
     return n, time.perf_counter() - start
 
 
 def run_all(family: str, sizes: Sequence[Tuple[int, int]], detections: Sequence[int],
             cases: Sequence[Tuple], frames: int, work_dir: Path, threads: int = 2,
-            style: str = "magicanimate") -> List[VideoResult]:
+            style: str = "magicanimate", device: str = "cpu") -> List[VideoResult]:
     """The loop baseline, then ``cases`` (``(backend, precision[, keyframe_interval[,
     smooth[, batch_size]]])``, through ``amanet video``), per clip size and detection count."""
     import torch
@@ -132,7 +133,7 @@ def run_all(family: str, sizes: Sequence[Tuple[int, int]], detections: Sequence[
             base_fps: Optional[float] = None
             for mode, backend, precision, every, smooth, batch in runs:
                 predictor = make_predictor(family, backend, precision, d, work_dir / "exports",
-                                           threads)
+                                           threads, device)
                 n, secs = time_case(mode, predictor, clip, work_dir / f"out_{mode}.mp4", style,
                                     every, smooth, batch)
                 r = VideoResult(mode, backend, precision, h, w, d, n, secs, n / secs,
