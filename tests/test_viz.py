@@ -102,3 +102,29 @@ def test_style_names_are_checked():
     with pytest.raises(ValueError, match="unknown colormap"):
         render(np.zeros((4, 4, 3), np.uint8), _prediction([[0.0, 0.0, 3.0, 3.0]]), "dp_u",
                cmap="rainbow")
+
+
+def test_one_frame_in_several_styles_converts_its_outputs_once(monkeypatch):
+    """dp_segm, dp_u, dp_v and magicanimate of one prediction: Detectron2's chart conversion runs
+    once per person; another prediction or gate threshold converts again, with its own
+    result."""
+    from amanet.modeling import postprocess as pp
+    calls = []
+    real = pp.iuv_chart_s1x
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    image = np.zeros((40, 60, 3), np.uint8)
+    pred = _prediction([[2.0, 3.0, 30.5, 33.9], [10.0, 5.0, 50.0, 38.0]])
+    other = _prediction([[2.0, 3.0, 30.5, 33.9], [10.0, 5.0, 50.0, 38.0]], seed=1)
+    monkeypatch.setattr(pp, "iuv_chart_s1x", counted)
+    first = [render(image, pred, s) for s in ("dp_segm", "dp_u", "dp_v", "magicanimate")]
+    assert len(calls) == 2
+    assert not np.array_equal(render(image, other, "dp_u"), first[1])
+    assert len(calls) == 4
+    np.testing.assert_array_equal(render(image, pred, "dp_u"), first[1])
+    assert len(calls) == 6
+    chart_iuv_arrays(pred, gate_threshold=0.5)
+    assert len(calls) == 8

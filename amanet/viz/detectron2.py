@@ -54,10 +54,26 @@ def colormap(name: str) -> int:
         raise ValueError(f"unknown colormap {name!r}; known: {', '.join(COLORMAPS)}") from None
 
 
+#: the last prediction's arrays: ``(pred, gate_threshold, arrays)`` (one frame drawn in several
+#: styles converts its outputs once; holding ``pred`` keeps its id from being reused)
+_LAST_CHARTS: Tuple = (None, None, None)
+
+
 def chart_iuv_arrays(pred: Prediction, gate_threshold: float = 0.3) -> List[np.ndarray]:
     """Per person, Detectron2's uint8 IUV array ``[3, h, w]`` (h, w: the chart box), from the
     raw outputs in ``pred.densepose`` (chart family: ``ToChartResultConverter``; AMANet: its
-    body-mask gate at ``gate_threshold``)."""
+    body-mask gate at ``gate_threshold``). The last prediction's arrays are reused (its outputs
+    are not expected to change in place)."""
+    global _LAST_CHARTS
+    last, threshold, arrays = _LAST_CHARTS
+    if last is pred and threshold == gate_threshold:
+        return arrays
+    arrays = _chart_iuv_arrays(pred, gate_threshold)
+    _LAST_CHARTS = (pred, gate_threshold, arrays)
+    return arrays
+
+
+def _chart_iuv_arrays(pred: Prediction, gate_threshold: float) -> List[np.ndarray]:
     dp = {k: torch.from_numpy(np.asarray(v)) for k, v in pred.densepose.items()}
     out = []
     for i in range(len(pred)):
