@@ -124,6 +124,37 @@ def test_predict_zero_detections_and_bad_files(tmp_path):
     assert not (out / "broken.json").exists()
 
 
+def test_predict_in_batches_writes_what_one_at_a_time_writes(tmp_path, capsys):
+    """--batch 2 over three photos (two of one size) and a broken file: the same people and
+    pictures as --batch 1, the broken file one error (exit 1); --batch 0 is one line."""
+    src = tmp_path / "in"
+    src.mkdir()
+    photo = Image.open(PHOTO).convert("RGB")
+    photo.save(src / "a.png")
+    photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(src / "b.png")
+    (src / "c_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    photo.resize((photo.width // 2, photo.height // 2)).save(src / "d_small.png")
+    runs = {}
+    for batch in ("1", "2"):
+        out = tmp_path / f"out{batch}"
+        assert main(["predict", str(src), "--demo", "--out", str(out), "--batch", batch,
+                     "--vis", "parts", "-q"]) == 1
+        runs[batch] = out
+    for stem in ("a", "b", "d_small"):
+        one = json.loads((runs["1"] / f"{stem}.json").read_text())
+        two = json.loads((runs["2"] / f"{stem}.json").read_text())
+        assert one["num_detections"] == two["num_detections"] > 0
+        np.testing.assert_allclose([r["bbox"] for r in two["results"]],
+                                   [r["bbox"] for r in one["results"]], atol=0.01)
+        parts = [np.asarray(Image.open(r / f"{stem}_parts.png")) for r in runs.values()]
+        assert (parts[0] == parts[1]).mean() > 0.999
+    assert not (runs["2"] / "c_broken.json").exists()
+    capsys.readouterr()
+    assert main(["predict", str(src), "--out", str(tmp_path / "o"), "--batch", "0"]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "--batch must be a whole number >= 1" in err[0], err
+
+
 def _error_lines(capsys):
     """stderr lines that are not the tool's notes (random weights, demo model)."""
     return [ln for ln in capsys.readouterr().err.strip().splitlines()
