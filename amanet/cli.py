@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and no --weights), the photo otherwise")
     pr.add_argument("--batch", type=int, default=1, metavar="B",
                     help="run the model on up to B images of one size at a time (backend eager; "
-                    "for a GPU: on the CPU it measured no faster)")
+                    "meant for a GPU: 2-4%% faster on a 2-core CPU)")
     pr.add_argument("--vis", default="iuv,overlay", metavar="NAMES",
                     help="pictures to write as <name>_<vis>.png, comma-separated: dp_segm, dp_u, "
                          "dp_v, bbox (as Detectron2's apply_net.py show draws them), "
@@ -322,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the frames/s; costs accuracy where people move fast, see README; not with "
                     "--smooth)")
     vi.add_argument("--batch", type=int, default=1, metavar="B",
-                    help="run the model on B frames at a time (backend eager; for a GPU: on the "
-                    "CPU it measured no faster, see README)")
+                    help="run the model on B frames at a time (backend eager; meant for a GPU: "
+                    "2-4%% faster on a 2-core CPU, see README)")
     _add_model_options(vi)
     vi.add_argument("-q", "--quiet", action="store_true")
     vi.set_defaults(func=cmd_video)
