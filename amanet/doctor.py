@@ -15,17 +15,11 @@ import re
 import sys
 from typing import Any, Callable, Dict, List
 
+from .extras import OPTIONAL_MODULES
+
 #: optional pieces: import name -> (what it is for, the pip requirement that brings it)
-OPTIONAL = {
-    "onnxruntime": ("backend onnxruntime", "onnxruntime"),
-    "openvino": ("backend openvino", "openvino"),
-    "tensorrt": ("backend tensorrt, NVIDIA GPUs", "tensorrt"),
-    "av": ("amanet video (PyAV, FFmpeg)", "av"),
-    "cv2": ("pictures, video smoothing (OpenCV)", "opencv-python-headless"),
-    "pycocotools": ("evaluation, training data", "pycocotools"),
-    "matplotlib": ("benchmark charts", "matplotlib"),
-    "onnx": ("ONNX export checks", "onnx"),
-}
+OPTIONAL = {name: (purpose, pip_name)
+            for name, (_, purpose, pip_name, _) in OPTIONAL_MODULES.items()}
 
 
 def _probe(fn: Callable[[], Any]) -> Any:

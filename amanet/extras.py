@@ -18,15 +18,22 @@ EXTRAS: Dict[str, List[str]] = {
 }
 EXTRAS["all"] = sorted({r for reqs in EXTRAS.values() for r in reqs})
 
+#: optional top-level module -> (what it is, what needs it, its pip distribution, the extra that
+#: installs it or None where no extra does); ``amanet doctor`` reports each
+OPTIONAL_MODULES: Dict[str, Tuple[str, str, str, Optional[str]]] = {
+    "onnxruntime": ("ONNX Runtime", "backend onnxruntime", "onnxruntime", "onnx"),
+    "openvino": ("OpenVINO", "backend openvino", "openvino", "openvino"),
+    "tensorrt": ("TensorRT", "backend tensorrt, NVIDIA GPUs", "tensorrt", None),
+    "av": ("PyAV", "amanet video (PyAV, FFmpeg)", "av", "video"),
+    "cv2": ("OpenCV", "pictures, video smoothing (OpenCV)", "opencv-python-headless", None),
+    "pycocotools": ("pycocotools", "evaluation, training data", "pycocotools", "train"),
+    "matplotlib": ("matplotlib", "benchmark charts", "matplotlib", "train"),
+    "onnx": ("ONNX", "ONNX export checks", "onnx", "onnx"),
+}
+
 #: top-level module -> (what it is, the extra that installs it)
 MODULE_EXTRA: Dict[str, Tuple[str, str]] = {
-    "av": ("PyAV", "video"),
-    "onnx": ("ONNX", "onnx"),
-    "onnxruntime": ("ONNX Runtime", "onnx"),
-    "openvino": ("OpenVINO", "openvino"),
-    "pycocotools": ("pycocotools", "train"),
-    "matplotlib": ("matplotlib", "train"),
-}
+    name: (what, extra) for name, (what, _, _, extra) in OPTIONAL_MODULES.items() if extra}
 
 
 def missing_extra_message(error: ImportError) -> Optional[str]:

@@ -111,3 +111,18 @@ def test_amanet_video_without_pyav(tmp_path, monkeypatch, capsys):
     assert err == ["error: this needs PyAV (module 'av'), which is not installed: "
                    "pip install 'amanet[video]'"]
     assert not list(tmp_path.glob("out*"))
+
+
+def test_each_optional_module_is_installed_by_its_extra():
+    """One table (amanet.extras.OPTIONAL_MODULES) says what doctor reports and which extra a
+    missing module's error names: the extra's requirements carry that module's distribution."""
+    import re
+
+    from amanet.doctor import OPTIONAL
+    from amanet.extras import OPTIONAL_MODULES
+
+    assert set(OPTIONAL) == set(OPTIONAL_MODULES) >= set(MODULE_EXTRA)
+    for module, (_, _, dist, extra) in OPTIONAL_MODULES.items():
+        if extra is not None:
+            names = {re.split(r"[<>=!~\[ ]", r, maxsplit=1)[0] for r in EXTRAS[extra]}
+            assert dist in names, (module, extra, EXTRAS[extra])
