@@ -54,8 +54,8 @@ def colormap(name: str) -> int:
         raise ValueError(f"unknown colormap {name!r}; known: {', '.join(COLORMAPS)}") from None
 
 
-#: the last prediction's arrays: ``(pred, gate_threshold, arrays)`` (one frame drawn in several
-#: styles converts its outputs once; holding ``pred`` keeps its id from being reused)
+#: the last prediction's arrays: ``(pred, gate_threshold, arrays)``, so that one frame drawn in
+#: several styles converts its outputs once (matched by identity, not by value)
 _LAST_CHARTS: Tuple = (None, None, None)
 
 
