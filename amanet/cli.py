@@ -119,8 +119,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         images.insert(0, Path(demo))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if args.batch > 1:
-        predictor.check_batching()
+    predict_many = predictor.batched(args.batch)
     gate = predictor.cfg.densepose.mask_gate_threshold
     failures = 0
     bar = tqdm(total=len(images), desc="predict", unit="img",
@@ -134,7 +133,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 logger.error("%s", e)
                 failures += 1
         try:
-            preds = predictor.predict_many([bgr for _, bgr in read], batch_size=args.batch)
+            preds = predict_many([bgr for _, bgr in read])
         except AmanetError as e:
             logger.error("%s: %s", ", ".join(str(path) for path, _ in read), e)
             failures += len(read)
@@ -187,8 +186,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise ValueError("--smooth and --keyframe-interval > 1 do not go together: choose one")
     overrides = list(args.opts or [])
     predictor, _ = _build_predictor(args, overrides)
-    if args.batch > 1:
-        predictor.check_batching()
+    predict_many = predictor.batched(args.batch)       # before any output is opened
     gate = predictor.cfg.densepose.mask_gate_threshold
 
     def draw(frame, pred, style):
@@ -201,7 +199,7 @@ def cmd_video(args: argparse.Namespace) -> int:
                         npz_dir=args.save_npz, progress=not args.quiet, smoother=smoother,
                         keyframe_interval=args.keyframe_interval,
                         overlap=should_overlap(predictor.device.type), batch_size=args.batch,
-                        predict_many=predictor.batched(args.batch))
+                        predict_many=predict_many)
     if not args.quiet:
         people = summary["people_per_frame"]
         smoothing = summary["smoothing"]

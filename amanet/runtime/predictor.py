@@ -238,21 +238,24 @@ class Predictor:
         runs on go through it B at a time (:meth:`predict_many`; eager backend). Frames always
         come out in order. :func:`amanet.runtime.video.run_video` also draws and encodes."""
         from ..data.video_io import open_video
-        from .video import check_count, predict_frames, should_overlap
+        from .video import predict_frames, should_overlap
 
         smoother = self.video_smoother(smooth, keyframe_interval, **smoothing)
-        batch_size = check_count(batch_size, "batch size", 1)
-        if batch_size > 1:
-            self.check_batching()
+        many = self.batched(batch_size)
         for i, _, pred in predict_frames(self.predict, open_video(source), prefetch, smoother,
                                          keyframe_interval, should_overlap(self.device.type),
-                                         batch_size, self.batched(batch_size)):
+                                         batch_size, many):
             yield i, pred
 
     def batched(self, batch_size: int):
-        """``frames -> predictions`` running ``batch_size`` frames at a time (for
-        :func:`~amanet.runtime.video.run_video`'s ``predict_many``)."""
-        return lambda frames: self.predict_many(frames, batch_size)
+        """``images -> predictions`` running ``batch_size`` images at a time (for
+        :func:`~amanet.runtime.video.run_video`'s ``predict_many``), after one clear error for
+        a bad batch size or a backend that cannot batch."""
+        from .video import check_count
+
+        if check_count(batch_size, "batch size", 1) > 1:
+            self.check_batching()
+        return lambda images: self.predict_many(images, batch_size)
 
     def video_smoother(self, smooth: bool = False, keyframe_interval: int = 1,
                        lookahead: Optional[int] = None, **settings):
