@@ -43,26 +43,14 @@ def split_overrides(tokens: Sequence[str]) -> Tuple[List[str], List[str]]:
     return paths, overrides
 
 
-def expand_images(paths: Sequence[str]) -> List[Path]:
-    """Files as given; directories contribute their image files (sorted)."""
-    from .data.image_io import IMAGE_EXTENSIONS
-
-    out: List[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            out.append(p)
-    return out
-
-
 def _check_picture_args(args: argparse.Namespace) -> list:
     """Precision, picture names and colormap checked before anything is loaded or printed."""
-    from .runtime.precision import check_precision
+    from .runtime.precision import check_eager_precision, check_precision
     from .viz import COLORMAPS, parse_styles
 
     if args.precision:
-        check_precision(args.precision, args.device)
+        (check_eager_precision if args.backend == "eager" else check_precision)(
+            args.precision, args.device)
     styles = parse_styles(args.vis)
     if args.cmap is not None and args.cmap not in COLORMAPS:
         raise AmanetError(f"unknown --cmap {args.cmap!r}; known: {', '.join(COLORMAPS)}")
@@ -104,7 +92,7 @@ def _build_predictor(args: argparse.Namespace, overrides: List[str], demo_input:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .data.image_io import read_image
+    from .data.image_io import expand_images, read_image
     from .runtime.video import check_count
 
     styles = _check_picture_args(args)
@@ -258,10 +246,11 @@ def _add_model_options(pr: argparse.ArgumentParser) -> None:
                     choices=["eager", "torchscript", "onnxruntime", "openvino", "tensorrt"],
                     help="eager (checkpoint in --weights) or an exported model in --weights "
                     "(openvino runs the .onnx export)")
-    pr.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
+    pr.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "int8"],
                     help="compute precision: bf16 on a CPU with AVX512-BF16/AMX (eager, "
-                    "openvino) or a CUDA GPU; fp16 on CUDA. Default: fp32, or a TorchScript "
-                    "export's own. Post-processing stays fp32")
+                    "openvino) or a CUDA GPU; fp16 on CUDA; int8: an int8 ONNX export "
+                    "(openvino, onnxruntime). Default: fp32, or the export's own. "
+                    "Post-processing stays fp32")
     pr.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     pr.add_argument("--cmap", default=None,
                     help="colormap of the Detectron2 pictures (default: theirs: parula; "

@@ -5,6 +5,7 @@
     .venv/bin/python bench/accuracy.py                                   # demo model, 100 images
     .venv/bin/python bench/accuracy.py --dataset synthetic_val_400_256x384
     .venv/bin/python bench/accuracy.py --cases eager:fp32 eager:bf16 openvino:bf16 --out acc.md
+    .venv/bin/python bench/accuracy.py --cases eager:fp32 openvino:int8 onnxruntime:int8
 
 Prints a markdown table: GPS / GPSm / IoU / box AP x100 per case and the difference to the
 first case; --out also writes it to a file.
@@ -30,6 +31,10 @@ def main(argv=None):
     p.add_argument("--cases", nargs="+", default=DEFAULT_CASES, metavar="BACKEND:PRECISION",
                    help="the first is the reference of the differences (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--calibration", nargs="+", default=["synthetic_train_32"],
+                   help="int8 cases: calibration images, folders or a dataset name, apart from "
+                   "--dataset (default: %(default)s)")
+    p.add_argument("--calibration-images", type=int, default=32)
     p.add_argument("--out", help="also write the markdown table here")
     args = p.parse_args(argv)
     cases = []
@@ -41,7 +46,9 @@ def main(argv=None):
         cases.append((backend, precision))
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as work:
-        results = run_accuracy(args.weights, args.dataset, cases, Path(work), args.threads)
+        results = run_accuracy(args.weights, args.dataset, cases, Path(work), args.threads,
+                               calibration=args.calibration,
+                               calibration_images=args.calibration_images)
     text = markdown_table(results)
     print(text)
     if args.out:

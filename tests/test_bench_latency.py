@@ -20,29 +20,31 @@ def test_latency_quick_mode(tmp_path):
     out = tmp_path / "bench"
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "latency.py"), "--quick",
                           "--families", "s1x", "--backends", "eager", "torchscript",
-                          "onnxruntime", "openvino", "--precisions", "fp32", "bf16",
+                          "onnxruntime", "openvino", "--precisions", "fp32", "bf16", "int8",
                           "--out", str(out)],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     doc = json.loads((out / "latency.json").read_text())
     assert doc["meta"]["malloc"] in ("retained", "unsupported")  # the Predictor's memory policy
     cases = {(r["case"]["backend"], r["case"]["precision"]) for r in doc["results"]}
-    # each backend runs the precisions it can; ONNX Runtime has no bf16 row
+    # each backend runs the precisions it can; ONNX Runtime has no bf16 row, int8 is ONNX only
     assert cases == {("eager", "fp32"), ("eager", "bf16"), ("torchscript", "fp32"),
                      ("torchscript", "bf16"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
-                     ("openvino", "bf16")}
+                     ("openvino", "bf16"), ("onnxruntime", "int8"), ("openvino", "int8")}
     for r in doc["results"]:
         assert r["median_ms"] > 0 and r["detections_found"] == r["case"]["detections"]
         assert r["gflops"] > 0
     eager = [r for r in doc["results"] if r["case"]["backend"] == "eager"][0]
     assert set(eager["stages_ms"]) == {"backbone", "rpn", "box_head", "densepose", "postprocess"}
     assert eager["stage_gflops"]["backbone"] > 0
-    assert doc["meta"]["conv_peak_tflops"]["fp32"] > 0 and doc["meta"]["conv_peak_tflops"]["bf16"] > 0
+    peak = doc["meta"]["conv_peak_tflops"]
+    assert peak["fp32"] > 0 and peak["bf16"] > 0 and peak["int8"] > 0
     assert doc["meta"]["cpu"]["model"] and isinstance(doc["meta"]["cpu"]["isa"], list)
     assert (out / "latency.png").stat().st_size > 1000
     table = (out / "latency.md").read_text()
     assert table.startswith("CPU: ")
     assert "| s1x | openvino | bf16 |" in table and "| s1x | eager | fp32 |" in table
+    assert "| s1x | openvino | int8 |" in table and "int8 (OpenVINO)" in table
     eager_row = [line for line in table.splitlines() if "| s1x | eager | fp32 |" in line][0]
     assert "| 1.00x |" in eager_row  # the reference row's ratio to itself
     cmp = subprocess.run([sys.executable, str(ROOT / "bench" / "latency.py"), "--quick",

@@ -102,7 +102,7 @@ def exports(request, tmp_path_factory):
     on IMAGE."""
     from amanet.config import load_config
     from amanet.data.image_io import read_image
-    from amanet.data.transforms import resize_shortest_edge
+    from amanet.data.transforms import model_input, resize_shortest_edge
     from amanet.deploy.onnx import export_onnx
     from amanet.deploy.torchscript import export_torchscript
     from amanet.modeling.model import build_model
@@ -133,6 +133,10 @@ def exports(request, tmp_path_factory):
         if family == "s1x":
             ts16 = export_torchscript(model, d / f"{family}_bf16.ts", precision="bf16")
             out[family].update(ts_bf16=ts16, ts_bf16_ref=Predictor.from_export(str(ts16))(str(IMAGE)))
+            int8 = export_onnx(model, d / f"{family}_int8.onnx", precision="int8",
+                               calibration=[model_input(bgr, predictor.cfg.input)])
+            out[family].update(onnx_int8=int8, onnx_int8_ref=Predictor.from_export(
+                str(int8), backend="openvino", threads=2)(str(IMAGE)))
     out["dir"] = d
     return out
 
@@ -209,20 +213,29 @@ def test_onnx_export_through_openvino_matches_python(cpp_build, exports, family,
                                                          score_tol=1e-4, min_equal=0.995)
 
 
-def test_bf16_torchscript_export_matches_python(cpp_build, exports, tmp_path):
-    """A bf16 TorchScript export gives C++ the bf16 speed: same results as Python's."""
+@pytest.mark.parametrize("export, runs, other, refusal", [
+    ("ts_bf16", "torchscript bf16", "fp32",
+     "computes in bf16 (its export precision); precision 'fp32' needs a re-export"),
+    ("onnx_int8", "openvino int8", "bf16",
+     "is an int8 export: it runs in int8 (leave precision unset or int8)"),
+])
+def test_export_in_its_own_precision_matches_python(cpp_build, exports, tmp_path, export, runs,
+                                                    other, refusal):
+    """A bf16 TorchScript export gives C++ the bf16 speed, an int8 ONNX export the int8 speed
+    on OpenVINO, without being asked (the precision is the export's): the same results as
+    Python's on the same resized input; asked for another precision, one clear refusal."""
     e = exports["s1x"]
-    ref = e["ts_bf16_ref"]
+    ref = e[f"{export}_ref"]
     h0, w0 = ref.image_size
     png = tmp_path / "iuv.png"
-    r, res = _infer(cpp_build, e["ts_bf16"], e["resized"], png, "--presized", f"{w0}x{h0}")
-    assert "torchscript bf16" in r.stdout
-    TIMINGS["torchscript_bf16_s1x"] = _compare(res, png, ref, box_tol=0.05, score_tol=1e-4,
-                                               min_equal=0.995)
-    bad = _run([cpp_build["infer"], e["ts_bf16"], IMAGE, tmp_path / "o.png", "--precision", "fp32"],
+    r, res = _infer(cpp_build, e[export], e["resized"], png, "--presized", f"{w0}x{h0}")
+    assert runs in r.stdout
+    TIMINGS[f"{runs.replace(' ', '_')}_s1x"] = _compare(res, png, ref, box_tol=0.05,
+                                                        score_tol=1e-4, min_equal=0.995)
+    bad = _run([cpp_build["infer"], e[export], IMAGE, tmp_path / "o.png", "--precision", other],
                check=False)
     assert bad.returncode == 1
-    assert "computes in bf16 (its export precision); precision 'fp32' needs a re-export" in bad.stderr
+    assert refusal in bad.stderr
 
 
 def _drop(key):

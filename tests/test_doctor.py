@@ -43,7 +43,16 @@ def test_report_states_what_this_install_has():
     assert "CPU" in r["optional"]["openvino"]["devices"]
     text = format_report(r)
     assert f"torch {torch.__version__}" in text and "op library: cpu" in text
-    assert "ISA:" in text
+    assert "ISA:" in text and "int8 on this CPU: " in text
+
+
+def test_int8_line_follows_the_isa():
+    from amanet.doctor import int8_speed
+
+    assert int8_speed({"amx_int8", "avx512_vnni"}) == "AMX-INT8 (fast)"
+    assert int8_speed({"avx512f", "avx512_vnni"}).startswith("VNNI (about 4x fp32")
+    assert int8_speed({"avx2", "avx_vnni"}).startswith("VNNI")
+    assert int8_speed({"avx2", "fma"}) == "no VNNI (little gain over fp32)"
 
 
 def test_missing_pieces_are_named_with_their_install_line(monkeypatch):

@@ -46,7 +46,7 @@ def image(h=160, w=224, seed=0):
 
 @pytest.mark.parametrize("precision, device, message", [
     ("fp16", "cpu", "precision fp16 needs a CUDA device (on the CPU use bf16 or fp32)"),
-    ("fp8", "cpu", "precision 'fp8' is not supported; choose from fp32, bf16, fp16"),
+    ("fp8", "cpu", "precision 'fp8' is not supported; choose from fp32, bf16, fp16, int8"),
 ])
 def test_a_precision_the_device_cannot_run_is_one_clear_error(precision, device, message):
     with pytest.raises(PrecisionError) as e:

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -27,40 +27,48 @@ class AccuracyResult:
     ap: Dict[str, float] = field(default_factory=dict)   # name -> AP (fraction)
 
 
-def _predictor(backend: str, precision: str, weights: str, onnx_path: Optional[Path],
+def _predictor(backend: str, precision: str, weights: str, exports: Dict[str, Path],
                threads: int):
     from ..runtime import Predictor
 
     if backend == "eager":
         return Predictor(None, weights, precision=precision, threads=threads,
                          whole_image_iuv=False)
-    return Predictor.from_export(str(onnx_path), backend=backend, precision=precision,
-                                 threads=threads, whole_image_iuv=False)
+    return Predictor.from_export(str(exports["int8" if precision == "int8" else "fp32"]),
+                                 backend=backend, precision=precision, threads=threads,
+                                 whole_image_iuv=False)
 
 
 def run_accuracy(weights: str, dataset: str, cases: Sequence[Tuple[str, str]], work_dir: Path,
-                 threads: int = 2, progress: bool = True) -> List[AccuracyResult]:
-    """``cases``: (backend, precision) pairs, e.g. ``[("eager", "fp32"), ("openvino", "bf16")]``."""
-    from ..checkpoint import config_of_checkpoint
+                 threads: int = 2, progress: bool = True,
+                 calibration: Sequence[str] = ("synthetic_train_32",),
+                 calibration_images: int = 32) -> List[AccuracyResult]:
+    """``cases``: (backend, precision) pairs, e.g. ``[("eager", "fp32"), ("openvino", "bf16")]``.
+    Export cases run the fp32 ONNX export, or for ``int8`` the int8 export calibrated on
+    ``calibration`` (images, folders or a dataset name: keep it apart from ``dataset``)."""
+    from ..checkpoint import config_of_checkpoint, load_weights
     from ..data.registry import load_dataset
     from ..deploy.onnx import export_onnx
+    from ..deploy.quantize import calibration_images as load_calibration
     from ..engine.inference import predict_with, score_results
     from ..modeling.model import build_model
-    from ..checkpoint import load_weights
 
     records, spec = load_dataset(dataset)
-    onnx_path = None
+    exports: Dict[str, Path] = {}
     if any(b != "eager" for b, _ in cases):
         cfg = config_of_checkpoint(weights)
         if cfg is None:
             raise ValueError(f"{weights} has no embedded config: export it first")
         model = build_model(cfg)
         load_weights(model, weights)
-        onnx_path = Path(work_dir) / "model.onnx"
-        export_onnx(model, onnx_path)
+        exports["fp32"] = export_onnx(model, Path(work_dir) / "model.onnx")
+        if any(p == "int8" for _, p in cases):
+            images = load_calibration(calibration, cfg, calibration_images)
+            exports["int8"] = export_onnx(model, Path(work_dir) / "model_int8.onnx",
+                                          precision="int8", calibration=images)
     out = []
     for backend, precision in cases:
-        predictor = _predictor(backend, precision, weights, onnx_path, threads)
+        predictor = _predictor(backend, precision, weights, exports, threads)
         t0 = time.perf_counter()
         results = predict_with(predictor, records, progress)
         dt = (time.perf_counter() - t0) / max(len(records), 1)

@@ -21,10 +21,12 @@ def main(argv=None):
     p.add_argument("--families", nargs="+", default=["amanet", "s1x"])
     p.add_argument("--backends", nargs="+", default=["eager", "torchscript", "onnxruntime"],
                    choices=["eager", "torchscript", "onnxruntime", "openvino", "tensorrt"])
-    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"],
+    p.add_argument("--precisions", nargs="+", default=["fp32"],
+                   choices=["fp32", "bf16", "fp16", "int8"],
                    help="each backend runs those it can (eager, torchscript, openvino: fp32 and "
-                   "bf16; onnxruntime fp32; fp16: eager and torchscript on CUDA); fp32 eager "
-                   "always runs: every row's ratio is to it")
+                   "bf16; onnxruntime fp32; int8: openvino and onnxruntime on a quantized "
+                   "export calibrated on the benchmark's input; fp16: eager and torchscript on "
+                   "CUDA); fp32 eager always runs: every row's ratio is to it")
     p.add_argument("--device", default="cpu",
                    help="cpu, or cuda (eager, torchscript, tensorrt; times to completion)")
     p.add_argument("--sizes", nargs="+", type=parse_size, default=[(800, 1216)],
@@ -53,7 +55,8 @@ def main(argv=None):
                         args.runs, args.warmup, out / "artifacts", args.weights,
                         precisions=args.precisions, device=args.device)
     cpu = L.cpu_info()
-    peak = L.conv_peak(max(args.threads), runs=1 if args.quick else 5)
+    peak = L.conv_peak(max(args.threads), runs=1 if args.quick else 5,
+                       int8="int8" in args.precisions and not cuda)
     gpu = torch.cuda.get_device_name(0) if cuda else None
     meta = {"torch": torch.__version__, "device": args.device, "gpu": gpu,
             "machine": platform.processor() or platform.machine(),

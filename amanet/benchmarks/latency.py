@@ -27,14 +27,15 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-# Artifact file per (backend, precision): OpenVINO runs the fp32 ONNX file in any precision; a
-# TorchScript export is made in the precision it runs.
+# Artifact file per (backend, precision): OpenVINO runs the fp32 ONNX file in fp32 and bf16; a
+# TorchScript export is made in the precision it runs; int8 is a quantized ONNX export.
 EXPORTED = {("torchscript", "fp32"): "model.ts", ("torchscript", "bf16"): "model_bf16.ts",
-            ("torchscript", "fp16"): "model_fp16.ts", ("onnxruntime", "fp32"): "model.onnx", ("openvino", "fp32"): "model.onnx",
-            ("openvino", "bf16"): "model.onnx"}
+            ("torchscript", "fp16"): "model_fp16.ts", ("onnxruntime", "fp32"): "model.onnx",
+            ("openvino", "fp32"): "model.onnx", ("openvino", "bf16"): "model.onnx",
+            ("onnxruntime", "int8"): "model_int8.onnx", ("openvino", "int8"): "model_int8.onnx"}
 # What each backend can be asked to run here (others are skipped, not failed: see Predictor).
 BACKEND_PRECISIONS = {"eager": ("fp32", "bf16", "fp16"), "torchscript": ("fp32", "bf16", "fp16"),
-                      "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"),
+                      "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8"),
                       "tensorrt": ("fp32",)}
 #: the backends and precisions a CUDA device runs here (fp16 is CUDA-only)
 CUDA_BACKENDS = ("eager", "torchscript", "tensorrt")
@@ -94,9 +95,10 @@ def bench_image(height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(bgr).float()
 
 
-def export_artifacts(model, out_dir: Path, precisions: Sequence[str] = ("fp32",)
-                     ) -> Dict[Tuple[str, str], Path]:
-    """The TorchScript export in each precision and the (fp32) ONNX export."""
+def export_artifacts(model, out_dir: Path, precisions: Sequence[str] = ("fp32",),
+                     calibration=None) -> Dict[Tuple[str, str], Path]:
+    """The TorchScript export in each precision, the (fp32) ONNX export and, for int8, the
+    quantized ONNX export calibrated with ``calibration`` (images or layer ranges)."""
     from ..deploy.onnx import export_onnx
     from ..deploy.torchscript import export_torchscript
 
@@ -106,7 +108,20 @@ def export_artifacts(model, out_dir: Path, precisions: Sequence[str] = ("fp32",)
         if ("torchscript", precision) in paths:
             export_torchscript(model, paths[("torchscript", precision)], precision=precision)
     export_onnx(model, paths[("onnxruntime", "fp32")])  # OpenVINO runs the same file
+    if "int8" in precisions:
+        export_onnx(model, paths[("openvino", "int8")], precision="int8",
+                    calibration=calibration)
     return paths
+
+
+def int8_ranges(family: str, images: Sequence[torch.Tensor], weights: Optional[str] = None,
+                detections: int = 20) -> Dict[str, Tuple[float, float]]:
+    """Layer ranges for the int8 export, calibrated on the benchmark's inputs with
+    ``detections`` forced: the same weights with fewer (or no) forced detections use them too
+    (a model that detects nobody cannot calibrate its DensePose head)."""
+    from ..deploy.quantize import calibrate
+
+    return calibrate(bench_model(family, detections, weights), images)
 
 
 # -- one case, in the current process ----------------------------------------------------------
@@ -232,10 +247,14 @@ def run_all(families: Sequence[str], backends: Sequence[str], sizes: Sequence[Tu
         artifact = None
         if (case.backend, case.precision) in EXPORTED:
             if key not in artifacts:
+                ranges = None
+                if "int8" in precisions:
+                    ranges = int8_ranges(case.family, [bench_image(h, w) for h, w in sizes],
+                                         weights)
                 artifacts[key] = export_artifacts(bench_model(case.family, case.detections,
                                                               weights),
                                                   work_dir / f"{case.family}_d{case.detections}",
-                                                  precisions)
+                                                  precisions, ranges)
             artifact = str(artifacts[key][(case.backend, case.precision)])
         results.append(_run_in_subprocess(case, artifact, runs, warmup, weights))
     flops: Dict[Tuple[str, int, int, int], float] = {}
@@ -261,15 +280,16 @@ def cpu_info() -> Dict[str, Any]:
                 flags = set(value.split())
     except OSError as e:  # not Linux: the model name from platform, no flags to report
         logger.warning("cannot read /proc/cpuinfo (%s): the ISA flags are not reported", e)
-    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16",
-              "amx_tile", "amx_int8"]
+    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni",
+              "amx_bf16", "amx_tile", "amx_int8"]
     return {"model": model, "isa": [f for f in wanted if f in flags],
             "cores": os.cpu_count()}
 
 
-def conv_peak(threads: int, runs: int = 5) -> Dict[str, float]:
+def conv_peak(threads: int, runs: int = 5, int8: bool = False) -> Dict[str, float]:
     """Achieved TFLOP/s of a 3x3 conv at the DensePose head's size (20 RoIs x 512 ch x 28x28,
-    channels-last), fp32 and bf16: the ceiling the table's GFLOP/s are read against."""
+    channels-last), fp32 and bf16 in PyTorch and, with ``int8``, the int8 conv of a quantized
+    ONNX graph in OpenVINO (TOP/s): the ceiling the table's GFLOP/s are read against."""
     torch.set_num_threads(threads)
     out = {}
     n, c, hw = 20, 512, 28
@@ -286,7 +306,37 @@ def conv_peak(threads: int, runs: int = 5) -> Dict[str, float]:
                 torch.nn.functional.conv2d(x, w, padding=1)
                 times.append(time.perf_counter() - t0)
         out[name] = flops / statistics.median(times) / 1e12
+    if int8:
+        out["int8"] = _int8_conv_peak(threads, runs, n, c, hw)
     return out
+
+
+def _int8_conv_peak(threads: int, runs: int, n: int, c: int, hw: int) -> float:
+    """TOP/s of one quantized 3x3 conv (uint8 input, int8 weights) compiled by OpenVINO."""
+    import tempfile
+
+    import openvino as ov
+
+    from ..deploy.quantize import FakeQuant
+
+    x = torch.rand(n, c, hw, hw)
+    layer = FakeQuant(torch.nn.Conv2d(c, c, 3, padding=1, bias=False), 0.0, 1.0).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "conv_int8.onnx")
+        with torch.no_grad():
+            torch.onnx.export(layer, (x,), path, dynamo=False, opset_version=17)
+        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                         "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    feed = {0: x.numpy()}
+    for _ in range(2):
+        request.infer(feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        request.infer(feed)
+        times.append(time.perf_counter() - t0)
+    return 2 * n * c * c * 9 * hw * hw / statistics.median(times) / 1e12
 
 
 def _run_in_subprocess(case: Case, artifact: Optional[str], runs: int, warmup: int,
@@ -336,8 +386,9 @@ def markdown_table(results: List[Result], peak: Optional[Dict[str, float]] = Non
     if cpu:
         lines += [f"CPU: {cpu['model']} ({cpu['cores']} cores), ISA: {' '.join(cpu['isa'])}"]
     if peak:
+        int8 = f", int8 (OpenVINO) {peak['int8']:.2f} TOP/s" if "int8" in peak else ""
         lines += [f"Conv peak (3x3, 20x512x28x28, channels-last): fp32 {peak['fp32']:.2f} "
-                  f"TFLOP/s, bf16 {peak['bf16']:.2f} TFLOP/s", ""]
+                  f"TFLOP/s, bf16 {peak['bf16']:.2f} TFLOP/s{int8}", ""]
     lines += ["| family | backend | precision | size | threads | dets (forced/found) | median ms "
               "| p90 ms | min ms | img/s | peak RSS MB | vs fp32 eager | GFLOP/s (% peak) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

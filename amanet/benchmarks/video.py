@@ -62,22 +62,42 @@ def _overrides(detections: int) -> List[str]:
 
 
 def make_predictor(family: str, backend: str, precision: str, detections: int,
-                   work_dir: Path, threads: int, device: str = "cpu"):
+                   work_dir: Path, threads: int, device: str = "cpu",
+                   clip: Optional[Path] = None):
     """A Predictor with smoke weights (eager) or over their export (openvino/onnxruntime/
-    torchscript), detections forced."""
+    torchscript; int8: calibrated on the first frames of ``clip``), detections forced."""
     from ..runtime import Predictor
-    from .latency import bench_model, export_artifacts
+    from .latency import bench_model, export_artifacts, int8_ranges
 
     if backend == "eager":
         return Predictor(family, None, overrides=_overrides(detections), precision=precision,
                          threads=threads, device=device)
     work_dir.mkdir(parents=True, exist_ok=True)
+    ranges = None
+    if precision == "int8":
+        if clip is None:
+            raise ValueError("an int8 case needs the clip to calibrate on")
+        ranges = int8_ranges(family, clip_inputs(clip, family))
     artifacts = export_artifacts(bench_model(family, detections), work_dir / f"d{detections}",
-                                 precisions=(precision,) if backend == "torchscript" else ())
-    key = ("torchscript", precision) if backend == "torchscript" else ("onnxruntime", "fp32")
+                                 precisions=(precision,) if backend == "torchscript"
+                                 or precision == "int8" else (), calibration=ranges)
+    key = (("torchscript", precision) if backend == "torchscript" else
+           ("openvino", "int8") if precision == "int8" else ("onnxruntime", "fp32"))
     return Predictor.from_export(str(artifacts[key]), backend=backend, device=device,
                                  precision=None if backend == "torchscript" else precision,
                                  threads=threads)
+
+
+def clip_inputs(clip: Path, family: str, frames: int = 2) -> list:
+    """The model inputs of the first ``frames`` frames of ``clip`` (int8 calibration)."""
+    from itertools import islice
+
+    from ..config import load_config
+    from ..data.transforms import model_input
+    from ..data.video_io import open_video
+
+    inp = load_config(family).input
+    return [model_input(f, inp) for f in islice(open_video(clip).frames(), frames)]
 
 
 def loop_baseline(predictor, clip: Path, out: Path, style: str) -> int:
@@ -133,7 +153,7 @@ def run_all(family: str, sizes: Sequence[Tuple[int, int]], detections: Sequence[
             base_fps: Optional[float] = None
             for mode, backend, precision, every, smooth, batch in runs:
                 predictor = make_predictor(family, backend, precision, d, work_dir / "exports",
-                                           threads, device)
+                                           threads, device, clip)
                 n, secs = time_case(mode, predictor, clip, work_dir / f"out_{mode}.mp4", style,
                                     every, smooth, batch)
                 r = VideoResult(mode, backend, precision, h, w, d, n, secs, n / secs,

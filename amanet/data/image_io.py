@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import List, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,6 +24,17 @@ ImageLike = Union[str, os.PathLike, np.ndarray]
 # 512 Mpx (a 16k x 32k photo) and refuse beyond with a clear message.
 MAX_PIXELS = 512 * 1024 * 1024
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def expand_images(paths: Sequence[Union[str, os.PathLike]]) -> List[Path]:
+    """Files as given; directories contribute their image files (sorted)."""
+    out: List[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            out.append(p)
+    return out
 
 
 def read_image(path: Union[str, os.PathLike]) -> np.ndarray:

@@ -5,10 +5,13 @@ new size with ``int(x + 0.5)``; we do exactly the same so detections match to th
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resized_shape(h: int, w: int, short_edge: int, max_size: int) -> Tuple[int, int]:
@@ -37,3 +40,15 @@ def resize_shortest_edge(img: np.ndarray, short_edge: int, max_size: int) -> np.
     """``[H, W, 3]`` uint8 -> resized ``[H', W', 3]`` uint8."""
     new_h, new_w = resized_shape(img.shape[0], img.shape[1], short_edge, max_size)
     return resize_image(img, new_h, new_w)
+
+
+def model_input(bgr: np.ndarray, inp) -> "torch.Tensor":
+    """The test-time model input of an ``[H, W, 3]`` uint8 BGR image: resized as Detectron2's
+    ResizeShortestEdge (``inp``: the config's :class:`~amanet.config.schema.InputConfig`), in
+    the config's channel order, ``[3, H', W']`` float32 0..255."""
+    import torch
+
+    resized = resize_shortest_edge(bgr, inp.min_size_test, inp.max_size_test)
+    if inp.format.upper() == "RGB":
+        resized = resized[:, :, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).float()

@@ -62,17 +62,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ox.add_argument("--opset", type=int, default=17)
     ox.add_argument("--example-hw", type=int, nargs=2, default=(320, 480), metavar=("H", "W"))
     ox.add_argument("--static-hw", action="store_true", help="fix H, W to --example-hw")
+    ox.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                    help="fp32 (default; OpenVINO also runs it in bf16), or int8: post-training "
+                    "quantized convolutions and linear layers (needs --calibration); the "
+                    "prediction layers, box decoding and NMS stay fp32")
+    ox.add_argument("--calibration", nargs="+", metavar="IMAGES",
+                    help="int8 only: images, folders of images or a dataset name "
+                    "(synthetic_train_32 for the demo model) like those the model will see, "
+                    "with people in them")
+    ox.add_argument("--calibration-images", type=int, default=32, metavar="N",
+                    help="use at most N calibration images (default 32)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.format == "onnx" and (args.precision == "int8") != bool(args.calibration):
+            raise ValueError("--precision int8 and --calibration IMAGES go together")
         model = build_for_export(args)
         if args.format == "torchscript":
             from .torchscript import export_torchscript
             path = export_torchscript(model, args.out, args.max_detections, args.precision)
         else:
             from .onnx import export_onnx
+            images = None
+            if args.precision == "int8":
+                from .quantize import calibration_images
+                images = calibration_images(args.calibration, model.cfg,
+                                            args.calibration_images)
             path = export_onnx(model, args.out, args.opset, args.max_detections,
-                               args.example_hw, args.static_hw)
+                               args.example_hw, args.static_hw, args.precision, images)
     except (AmanetError, ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

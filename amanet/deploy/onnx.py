@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -20,16 +20,28 @@ from ..ops.library import require_library
 from . import metadata
 from .graph import DeployGraph, output_names
 
+if TYPE_CHECKING:
+    from .quantize import Calibration
+
 logger = logging.getLogger(__name__)
 MIN_OPSET = 17
 TRACE_THRESHOLD = -1.5  # score threshold while tracing (no real threshold is negative)
 METADATA_KEY = "amanet"
+ONNX_PRECISIONS = ("fp32", "int8")
 
 
 def export_onnx(model: DensePoseRCNN, path: Union[str, Path], opset: int = MIN_OPSET,
                 max_detections: int = 0, example_hw: Sequence[int] = (320, 480),
-                static_hw: bool = False) -> Path:
-    """Write ``path``; H and W stay dynamic unless ``static_hw`` (then fixed to ``example_hw``)."""
+                static_hw: bool = False, precision: str = "fp32",
+                calibration: Optional["Calibration"] = None) -> Path:
+    """Write ``path``; H and W stay dynamic unless ``static_hw`` (then fixed to ``example_hw``).
+
+    ``precision="int8"`` writes the post-training quantized graph
+    (:mod:`amanet.deploy.quantize`), calibrated on ``calibration``: resized model inputs
+    ``[3, H, W]`` (:func:`~amanet.deploy.quantize.calibration_images`), or the layer ranges
+    :func:`~amanet.deploy.quantize.calibrate` returned. ``fp32`` graphs are
+    lowered to bf16 / fp16 by the runtime (OpenVINO's precision hint) instead.
+    """
     import onnx
 
     from ..ops.onnx_lowering import register_onnx_symbolics
@@ -37,8 +49,17 @@ def export_onnx(model: DensePoseRCNN, path: Union[str, Path], opset: int = MIN_O
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} < {MIN_OPSET}: RoiAlign needs >= 16 for aligned=True "
                          "(opset 11 silently drops the half-pixel offset)")
+    if precision not in ONNX_PRECISIONS:
+        raise ValueError(f"an ONNX export is {' or '.join(ONNX_PRECISIONS)}, not {precision!r} "
+                         "(bf16 / fp16: export fp32 and choose the precision at run time)")
+    if (precision == "int8") != (calibration is not None):
+        raise ValueError("an int8 export needs calibration images, and only an int8 export "
+                         "takes them")
     require_library()
     register_onnx_symbolics()
+    if precision == "int8":
+        from .quantize import int8_model
+        model = int8_model(model, calibration)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = DeployGraph(model.eval(), max_detections).eval()
@@ -79,7 +100,7 @@ def export_onnx(model: DensePoseRCNN, path: Union[str, Path], opset: int = MIN_O
     proto = onnx.load(str(path))
     _replace_threshold(proto, TRACE_THRESHOLD, float(threshold[0]))
     _decouple_outputs_from_branches(proto.graph)
-    meta = metadata.graph_metadata(model.cfg, max_detections)
+    meta = metadata.graph_metadata(model.cfg, max_detections, precision=precision)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, metadata.dumps(meta)
     onnx.checker.check_model(proto, full_check=True)

@@ -17,7 +17,7 @@ import torch
 
 from ..config import Config
 from ..errors import AmanetError
-from .precision import PrecisionError, autocast, check_precision
+from .precision import PrecisionError, autocast, check_eager_precision, check_precision
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class EagerBackend:
 
         self.model = model
         self.device = device
-        self.precision = check_precision(precision, device)
+        self.precision = check_eager_precision(precision, device)
         self.graph = DeployGraph(model).eval().to(device)
         self.names = output_names(model.cfg)
 
@@ -118,14 +118,17 @@ class OnnxRuntimeBackend:
 
 class OpenVINOBackend:
     """The ONNX export compiled by OpenVINO for the CPU, in ``precision`` (OpenVINO's
-    ``INFERENCE_PRECISION_HINT``: the graph stays fp32, OpenVINO lowers it).
+    ``INFERENCE_PRECISION_HINT``: an fp32 graph is lowered to bf16 / fp16 by OpenVINO; an int8
+    export, :mod:`amanet.deploy.quantize`, carries its int8 layers itself).
 
     The compiled model is cached in ``<export>.ovcache/`` (OpenVINO's ``CACHE_DIR``), so a
     second start skips compilation; an unwritable folder only costs the cache (logged).
     """
     name = "openvino"
-    HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-    CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
+    # int8: the export's QuantizeLinear/DequantizeLinear pairs pick the int8 kernels; the
+    # float layers between them stay f32
+    HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+    CAPABILITY = {"bf16": "BF16", "fp16": "FP16", "int8": "INT8"}
 
     def __init__(self, path: str, precision: str = "fp32", threads: int = 0,
                  cache: bool = True, device: str = "CPU"):

@@ -1,9 +1,11 @@
-"""Compute precision: ``fp32`` (default), ``bf16``, ``fp16`` — what each device can run.
+"""Compute precision: ``fp32`` (default), ``bf16``, ``fp16``, ``int8`` — what each device can run.
 
 Reduced precision runs the convolutions and matrix products in bf16 / fp16 under
 ``torch.autocast``; box decoding, NMS, FPN level assignment, RoI pooling coordinates, the gates
 and all post-processing stay float32 (the model and the op library's autocast kernels see to
-that). A precision a device cannot run is a :class:`PrecisionError`, never a silent fp32 run.
+that). ``int8`` is a property of an export (post-training quantized ONNX,
+:mod:`amanet.deploy.quantize`), run by OpenVINO or ONNX Runtime on the CPU. A precision a device
+cannot run is a :class:`PrecisionError`, never a silent fp32 run.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from ..errors import AmanetError
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DTYPES: Dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16,
                                   "fp16": torch.float16}
 
@@ -39,6 +41,9 @@ def check_precision(precision: str, device: torch.device) -> str:
         raise PrecisionError(f"precision {precision!r} is not supported; choose from "
                              f"{', '.join(PRECISIONS)}")
     device = torch.device(device)
+    if precision == "int8" and device.type != "cpu":
+        raise PrecisionError("precision int8 runs an int8 ONNX export on the CPU (backend "
+                             "openvino or onnxruntime); on CUDA use fp16 or bf16")
     if precision == "fp16" and device.type == "cpu":
         raise PrecisionError("precision fp16 needs a CUDA device (on the CPU use bf16 or fp32)")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -57,3 +62,12 @@ def autocast(precision: str, device: torch.device) -> ContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=DTYPES[precision])
+
+
+def check_eager_precision(precision: str, device: torch.device) -> str:
+    """:func:`check_precision` for the eager PyTorch model (autocast): no int8."""
+    if precision == "int8":
+        raise PrecisionError("precision int8 runs an int8 ONNX export (amanet export onnx "
+                             "--precision int8 --calibration IMAGES) with backend openvino or "
+                             "onnxruntime, not the eager model")
+    return check_precision(precision, device)

@@ -11,7 +11,7 @@ import torch
 from ..checkpoint import config_of_checkpoint, load_weights
 from ..config import Config, load_config, merge_overrides
 from ..data.image_io import ImageLike, as_bgr_uint8
-from ..data.transforms import resize_shortest_edge
+from ..data.transforms import model_input
 from ..deploy.graph import GATE_OUTPUT
 from ..modeling import postprocess as pp
 from ..modeling.box_ops import clip_boxes, nonempty
@@ -24,7 +24,7 @@ from ..ops.iuv_paste import iuv_paste, mode_for_family
 from .backends import (BACKENDS, EagerBackend, OnnxRuntimeBackend, OpenVINOBackend,
                        TensorRTBackend, TorchScriptBackend, artifact_config, backend_for_path)
 from .memory import retain_freed_memory
-from .precision import PrecisionError, check_precision
+from .precision import PrecisionError, check_eager_precision, check_precision
 from .result import Prediction
 
 if TYPE_CHECKING:
@@ -39,10 +39,15 @@ _PRECISION_HINT = {
     "torchscript": "a TorchScript export runs the precision it was exported in "
                    "(export/to_torchscript.py --precision bf16); use backend eager or openvino "
                    "to choose at run time",
-    "onnxruntime": "ONNX Runtime runs the fp32 ONNX graph; backend openvino runs it in bf16",
+    "onnxruntime": "ONNX Runtime runs the fp32 ONNX graph (or an int8 export); backend "
+                   "openvino runs it in bf16",
     "tensorrt": "a TensorRT engine's precision is chosen when it is built "
                 "(export/to_trt.py --precision); leave precision unset here",
 }
+
+
+_INT8_EXPORT = ("amanet export onnx --precision int8 --calibration IMAGES writes one "
+                "(post-training quantization)")
 
 
 def _load_backend(name: str, path: str, device: torch.device, precision: Optional[str],
@@ -50,14 +55,11 @@ def _load_backend(name: str, path: str, device: torch.device, precision: Optiona
     """The backend over an export, and the precision it runs (``precision=None``: the export's
     own; else it must be one the backend can run, checked before the file is opened where the
     answer does not depend on it)."""
-    if name in ("onnxruntime", "tensorrt") and precision not in (None, "fp32"):
+    if name in ("onnxruntime", "openvino"):
+        return _load_onnx_backend(name, path, device, precision, threads)
+    if name == "tensorrt" and precision not in (None, "fp32"):
         raise PrecisionError(f"precision {precision} is not available with backend {name}: "
                              f"{_PRECISION_HINT[name]}")
-    if name == "openvino":
-        if device.type != "cpu":
-            raise ValueError(f"backend openvino runs on the CPU here, not on {device}")
-        precision = check_precision(precision or "fp32", device)
-        return OpenVINOBackend(path, precision, threads=threads or 0), precision
     if name == "torchscript":
         backend = TorchScriptBackend(path, device)
         exported = backend.meta.get("precision", "fp32")
@@ -66,9 +68,35 @@ def _load_backend(name: str, path: str, device: torch.device, precision: Optiona
                                  f"torchscript: {path} computes in {exported}; "
                                  f"{_PRECISION_HINT[name]}")
         return backend, check_precision(exported, device)
-    if name == "onnxruntime":
-        return OnnxRuntimeBackend(path, threads=threads or 0), "fp32"
     return TensorRTBackend(path), "fp32"
+
+
+def _load_onnx_backend(name: str, path: str, device: torch.device, precision: Optional[str],
+                       threads: Optional[int]):
+    """ONNX Runtime or OpenVINO over an ONNX export. An int8 export runs int8 (its quantized
+    layers are in the graph); an fp32 one runs fp32, or bf16 / fp16 lowered by OpenVINO."""
+    from ..deploy.onnx import read_metadata
+
+    if name == "openvino" and device.type != "cpu":
+        raise ValueError(f"backend openvino runs on the CPU here, not on {device}")
+    if precision is not None:
+        check_precision(precision, device)
+    if name == "onnxruntime" and precision not in (None, "fp32", "int8"):
+        raise PrecisionError(f"precision {precision} is not available with backend {name}: "
+                             f"{_PRECISION_HINT[name]}")  # whatever the file holds
+    exported = read_metadata(path).get("precision", "fp32")
+    if exported == "int8":
+        if precision not in (None, "int8"):
+            raise PrecisionError(f"{path} is an int8 export: it runs in int8 (leave precision "
+                                 f"unset or int8), or export fp32 for precision {precision}")
+        precision = "int8"
+    elif precision == "int8":
+        raise PrecisionError(f"precision int8 needs an int8 export, and {path} is {exported}: "
+                             f"{_INT8_EXPORT}")
+    precision = precision or "fp32"
+    if name == "openvino":
+        return OpenVINOBackend(path, precision, threads=threads or 0), precision
+    return OnnxRuntimeBackend(path, threads=threads or 0), precision
 
 
 class Predictor:
@@ -108,7 +136,8 @@ class Predictor:
         retain_freed_memory()
         self.device = torch.device(device)
         if precision is not None:
-            check_precision(precision, self.device)
+            (check_eager_precision if backend == "eager" else check_precision)(precision,
+                                                                               self.device)
         self.precision = precision or "fp32"
         if threads:
             torch.set_num_threads(int(threads))
@@ -215,13 +244,7 @@ class Predictor:
         """The resized model input ``[3, H', W']`` (float32, the config's channel order) and
         the image's ``(H, W)``."""
         bgr = as_bgr_uint8(image)
-        inp = self.cfg.input
-        resized = resize_shortest_edge(bgr, inp.min_size_test, inp.max_size_test)
-        if inp.format.upper() == "RGB":
-            resized = resized[:, :, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(
-            self.device, torch.float32)
-        return x, bgr.shape[:2]
+        return model_input(bgr, self.cfg.input).to(self.device), bgr.shape[:2]
 
     def predict_video(self, source, prefetch: int = 4, smooth: bool = False,
                       keyframe_interval: int = 1, batch_size: int = 1,

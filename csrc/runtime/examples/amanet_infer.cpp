@@ -3,7 +3,7 @@
 //   amanet_infer MODEL IMAGE OUT.png [--json OUT.json] [--threads N] [--runs N]
 //                [--score-threshold T] [--device cpu|cuda] [--presized W0xH0]
 //                [--save-input INPUT.png] [--min-size N] [--max-size N]
-//                [--precision fp32|bf16|fp16]
+//                [--precision fp32|bf16|fp16|int8]
 //
 // MODEL: a TorchScript export (.ts) or an ONNX export (.onnx, run by OpenVINO on the CPU).
 // Writes the whole-image IUV as an RGB PNG (R = I part 0..24, G = U, B = V, each 0..255, as
@@ -13,8 +13,8 @@
 // --save-input: also write the resized model input (BGR PNG), to check the resize.
 // --min-size / --max-size: override the export's resize (shortest edge, longest-edge cap).
 // --runs 0: load the model and prepare the input (see --save-input), but do not predict.
-// --precision: OpenVINO's compute precision for .onnx (default fp32); a TorchScript export runs
-// the precision it was exported in.
+// --precision: OpenVINO's compute precision for .onnx (default fp32, an int8 export: int8); a
+// TorchScript export runs the precision it was exported in.
 // Exit status: 0 ok, 1 error (message on stderr), 2 bad command line.
 #include <amanet/predictor.h>
 
@@ -36,7 +36,7 @@ void usage(const char* argv0) {
                "usage: %s MODEL IMAGE OUT.png [--json OUT.json] [--threads N] [--runs N]\n"
                "          [--score-threshold T] [--device cpu|cuda[:N]] [--presized W0xH0]\n"
                "          [--save-input INPUT.png] [--min-size N] [--max-size N]\n"
-               "          [--precision fp32|bf16|fp16]\n",
+               "          [--precision fp32|bf16|fp16|int8]\n",
                argv0);
 }
 

@@ -1,6 +1,6 @@
 // OpenVINO backend: runs an `amanet export onnx` graph (.onnx) on the CPU with OpenVINO's
 // runtime, fp32 or in the precision asked for (OpenVINO's inference-precision hint lowers the
-// fp32 graph: bf16 on CPUs with AVX512-BF16 / AMX). The compiled model is cached next to the
+// fp32 graph: bf16 on CPUs with AVX512-BF16 / AMX), or an int8 export in int8. The compiled model is cached next to the
 // export (<model>.onnx.ovcache/), as in Python, so a second start skips compilation. The
 // metadata is the model's `amanet` metadata_props entry (OpenVINO keeps it in the model's
 // rt_info under "framework"). Post-processing is the same as for TorchScript (libtorch +
@@ -12,6 +12,7 @@
 #ifdef AMANET_WITH_OPENVINO
 
 #include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
 #include <openvino/openvino.hpp>
 
 #include <algorithm>
@@ -30,11 +31,33 @@ struct PrecisionHint {
   ov::element::Type type;
 };
 
-PrecisionHint precision_hint(const std::string& precision) {
+// `exported`: the export's own precision (metadata). An int8 export (post-training quantized,
+// amanet/deploy/quantize.py) carries its int8 layers in the graph and runs as it is (f32 hint
+// for the float layers between them); an fp32 export runs fp32 or lowered to bf16 / fp16.
+PrecisionHint precision_hint(const std::string& precision, const std::string& exported,
+                             const std::string& path) {
+  if (exported == "int8") {
+    if (!precision.empty() && precision != "int8")
+      throw Error(path + " is an int8 export: it runs in int8 (leave precision unset or int8), or "
+                  "export fp32 for precision " + precision);
+    return {"int8", "INT8", ov::element::f32};
+  }
   if (precision.empty() || precision == "fp32") return {"fp32", "", ov::element::f32};
   if (precision == "bf16") return {"bf16", "BF16", ov::element::bf16};
   if (precision == "fp16") return {"fp16", "FP16", ov::element::f16};
-  throw Error("precision '" + precision + "' is not supported; choose fp32, bf16 or fp16");
+  if (precision == "int8")
+    throw Error("precision int8 needs an int8 export, and " + path + " is " + exported +
+                ": amanet export onnx --precision int8 --calibration IMAGES writes one");
+  throw Error("precision '" + precision + "' is not supported; choose fp32, bf16, fp16 or int8");
+}
+
+std::string export_precision(const std::string& metadata_json) {
+  try {
+    const auto meta = nlohmann::json::parse(metadata_json);
+    return meta.contains("precision") ? meta.at("precision").get<std::string>() : "fp32";
+  } catch (const std::exception&) {
+    return "fp32";  // Predictor's metadata parser reports what is wrong with it
+  }
 }
 
 class OpenVINOBackend final : public Backend {
@@ -43,9 +66,15 @@ class OpenVINOBackend final : public Backend {
                   const std::string& precision) {
     if (!device.is_cpu())
       throw Error(path + ": the OpenVINO backend runs on the CPU; for a GPU use the TorchScript export");
-    const PrecisionHint hint = precision_hint(precision);
     try {
       ov::Core core;
+      std::shared_ptr<ov::Model> model = core.read_model(path);
+      if (!model->has_rt_info("framework", kMetadataKey))
+        throw Error(path + " is an ONNX model but not an amanet export (no '" + std::string(kMetadataKey) +
+                    "' metadata)");
+      metadata_json = model->get_rt_info<std::string>("framework", kMetadataKey);
+      if (model->inputs().size() != 1) throw Error(path + ": expected one graph input (the image)");
+      const PrecisionHint hint = precision_hint(precision, export_precision(metadata_json), path);
       if (*hint.capability) {
         const auto caps = core.get_property("CPU", ov::device::capabilities);
         if (std::find(caps.begin(), caps.end(), hint.capability) == caps.end())
@@ -56,12 +85,6 @@ class OpenVINOBackend final : public Backend {
       std::error_code ec;
       std::filesystem::create_directories(cache, ec);
       if (!ec) core.set_property(ov::cache_dir(cache.string()));  // unwritable: no cache, no error
-      std::shared_ptr<ov::Model> model = core.read_model(path);
-      if (!model->has_rt_info("framework", kMetadataKey))
-        throw Error(path + " is an ONNX model but not an amanet export (no '" + std::string(kMetadataKey) +
-                    "' metadata)");
-      metadata_json = model->get_rt_info<std::string>("framework", kMetadataKey);
-      if (model->inputs().size() != 1) throw Error(path + ": expected one graph input (the image)");
       ov::AnyMap config{ov::hint::inference_precision(hint.type),
                         ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY)};
       if (threads > 0) config.emplace(ov::inference_num_threads(threads));

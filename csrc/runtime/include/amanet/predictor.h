@@ -40,8 +40,9 @@ struct PredictorOptions {
   int threads = 0;
   // Compute precision. "" = the export's own (a TorchScript export runs what it was exported
   // in: fp32, or bf16 / fp16 from `amanet export torchscript --precision`), fp32 for .onnx.
-  // An .onnx export runs on OpenVINO in "fp32", "bf16" (CPUs with AVX512-BF16 / AMX) or "fp16";
-  // a TorchScript export asked for another precision than its own is an Error.
+  // An fp32 .onnx export runs on OpenVINO in "fp32", "bf16" (CPUs with AVX512-BF16 / AMX) or
+  // "fp16"; an int8 .onnx export (`amanet export onnx --precision int8`) in "int8" only; any
+  // export asked for a precision it cannot run is an Error.
   std::string precision;
   // Post-filter on the exported model's detections: keep score >= score_threshold. The export
   // already dropped everything below its own MODEL.ROI_HEADS.SCORE_THRESH_TEST (0.05 by
@@ -101,7 +102,7 @@ struct Prediction {
 struct ModelInfo {
   std::string path;
   std::string backend;             // "torchscript", or "openvino" (.onnx, when built with it)
-  std::string precision;           // what the graph computes in: "fp32", "bf16", "fp16"
+  std::string precision;           // what the graph computes in: "fp32", "bf16", "fp16", "int8"
   std::string family;              // "amanet" or "s1x"
   std::string channels;            // "BGR" or "RGB": what the graph expects
   int min_size = 0, max_size = 0;  // in effect (options override the export's)
