@@ -31,6 +31,10 @@ def main(argv=None):
     p.add_argument("--size", type=parse_size, default=(256, 256), help="HxW of the clips")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--backend", default="eager", choices=["eager", "openvino", "onnxruntime"],
+                   help="how the model runs (exports are made from --weights; int8 calibrated "
+                   "on synthetic_train_32)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
     p.add_argument("--out", default="bench_temporal")
     p.add_argument("--quick", action="store_true", help="one clip of 4 small frames")
     args = p.parse_args(argv)
@@ -44,9 +48,11 @@ def main(argv=None):
     for frames in args.frames:
         results = T.run_temporal(args.weights, out / f"work_{frames}", args.clips, frames,
                                  args.size, None, args.seed, args.threads,
-                                 figure=out / f"temporal_{frames}.png")
+                                 figure=out / f"temporal_{frames}.png", backend=args.backend,
+                                 precision=args.precision)
         header = (f"CPU: {cpu.get('model', platform.processor())}; "
-                  f"{Path(args.weights).name}, {args.clips} clips x {frames} frames of "
+                  f"{Path(args.weights).name} ({args.backend} {args.precision}), "
+                  f"{args.clips} clips x {frames} frames of "
                   f"{args.size[0]}x{args.size[1]}, world seed {args.seed}")
         tables.append(T.markdown_table(results, header))
         runs.append(T.to_json(results, {"frames": frames}))

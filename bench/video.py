@@ -61,12 +61,13 @@ def main(argv=None):
     p.add_argument("--out", default="bench_video")
     p.add_argument("--quick", action="store_true",
                    help="one tiny clip, 2 frames, eager fp32: every frame, key frames, "
-                   "smoothed, batched")
+                   "smoothed, batched; OpenVINO int8 with key frames")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.detections, args.frames = [(96, 128)], [1], 2
         args.cases = [("eager", "fp32", 1, False, 1), ("eager", "fp32", 2, False, 1),
-                      ("eager", "fp32", 1, True, 1), ("eager", "fp32", 1, False, 2)]
+                      ("eager", "fp32", 1, True, 1), ("eager", "fp32", 1, False, 2),
+                      ("openvino", "int8", 2, False, 1)]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,21 +19,23 @@ def test_quick_run_writes_table_json_and_chart(tmp_path, monkeypatch):
     assert done.value.code == 0
     doc = json.loads((tmp_path / "video.json").read_text())
     rows = doc["results"]
-    assert [(r["mode"], r["keyframe_interval"], r["smooth"], r["batch_size"])
-            for r in rows] == [("loop", 1, False, 1), ("amanet", 1, False, 1),
-                               ("amanet", 2, False, 1), ("amanet", 1, True, 1),
-                               ("amanet", 1, False, 2)]
+    assert [(r["mode"], r["precision"], r["keyframe_interval"], r["smooth"], r["batch_size"])
+            for r in rows] == [("loop", "fp32", 1, False, 1), ("amanet", "fp32", 1, False, 1),
+                               ("amanet", "fp32", 2, False, 1), ("amanet", "fp32", 1, True, 1),
+                               ("amanet", "fp32", 1, False, 2), ("amanet", "int8", 2, False, 1)]
     assert all(r["frames"] == 2 and r["fps"] > 0 for r in rows)
     assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] == pytest.approx(
         rows[1]["fps"] / rows[0]["fps"])
     table = (tmp_path / "video.md").read_text()
     assert table.startswith("CPU: ") and "ISA:" in table and "| loop |" in table
     assert "| every 2 | no | 1 |" in table and "| all | yes | 1 |" in table
+    assert "| openvino | int8 | every 2 |" in table
     assert (tmp_path / "video.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("text,case", [("eager", ("eager", "fp32", 1, False, 1)),
                                        ("openvino:bf16", ("openvino", "bf16", 1, False, 1)),
+                                       ("openvino:int8:k4", ("openvino", "int8", 4, False, 1)),
                                        ("eager:bf16:k3", ("eager", "bf16", 3, False, 1)),
                                        ("eager:bf16:smooth", ("eager", "bf16", 1, True, 1)),
                                        ("eager:bf16:b4", ("eager", "bf16", 1, False, 4)),

@@ -89,6 +89,21 @@ def test_smoothing_has_fewer_flips_than_per_frame_on_moving_people(tmp_path):
     assert smooth.tracks >= 1
 
 
+def test_temporal_bench_runs_an_int8_export_with_key_frames(tmp_path):
+    """bench/temporal.py --backend openvino --precision int8: the same cases over the demo
+    model's int8 export (calibrated on synthetic training images)."""
+    from amanet.assets import DEMO_MODEL
+    from amanet.benchmarks.temporal import run_temporal
+
+    res = run_temporal(str(DEMO_MODEL), tmp_path, clips=1, frames=5, image_size=(128, 128),
+                       cases={"key frames every 2": {"smooth": False, "keyframe_interval": 2}},
+                       progress=False, backend="openvino", precision="int8")
+    assert (tmp_path / "model_int8.onnx").is_file()
+    assert [r.case for r in res] == ["per-frame", "key frames every 2"]
+    for r in res:
+        assert r.stable > 0 and set(r.ap) == {"GPS AP", "GPSm AP", "IoU AP", "box AP"}
+
+
 def test_video_smooth_writes_track_ids(tmp_path, capsys):
     files = write_clip(tmp_path / "clip", 0, 0, 12, (96, 96))   # two people walking
     npz = tmp_path / "raw"

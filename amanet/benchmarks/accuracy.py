@@ -27,48 +27,53 @@ class AccuracyResult:
     ap: Dict[str, float] = field(default_factory=dict)   # name -> AP (fraction)
 
 
-def _predictor(backend: str, precision: str, weights: str, exports: Dict[str, Path],
-               threads: int):
+DEFAULT_CALIBRATION = ("synthetic_train_32",)
+
+
+def case_predictor(weights: str, backend: str, precision: str, work_dir: Path, threads: int = 2,
+                   calibration: Sequence[str] = DEFAULT_CALIBRATION,
+                   calibration_images: int = 32, whole_image_iuv: bool = False):
+    """A Predictor for one (backend, precision) case over a checkpoint with its config
+    embedded: eager, or its ONNX export written into ``work_dir`` once (``model.onnx``; for
+    int8 ``model_int8.onnx``, calibrated on ``calibration``: keep it apart from the images
+    scored)."""
+    from ..checkpoint import config_of_checkpoint, load_weights
+    from ..deploy.onnx import export_onnx
+    from ..deploy.quantize import calibration_images as load_calibration
+    from ..modeling.model import build_model
     from ..runtime import Predictor
 
     if backend == "eager":
         return Predictor(None, weights, precision=precision, threads=threads,
-                         whole_image_iuv=False)
-    return Predictor.from_export(str(exports["int8" if precision == "int8" else "fp32"]),
-                                 backend=backend, precision=precision, threads=threads,
-                                 whole_image_iuv=False)
-
-
-def run_accuracy(weights: str, dataset: str, cases: Sequence[Tuple[str, str]], work_dir: Path,
-                 threads: int = 2, progress: bool = True,
-                 calibration: Sequence[str] = ("synthetic_train_32",),
-                 calibration_images: int = 32) -> List[AccuracyResult]:
-    """``cases``: (backend, precision) pairs, e.g. ``[("eager", "fp32"), ("openvino", "bf16")]``.
-    Export cases run the fp32 ONNX export, or for ``int8`` the int8 export calibrated on
-    ``calibration`` (images, folders or a dataset name: keep it apart from ``dataset``)."""
-    from ..checkpoint import config_of_checkpoint, load_weights
-    from ..data.registry import load_dataset
-    from ..deploy.onnx import export_onnx
-    from ..deploy.quantize import calibration_images as load_calibration
-    from ..engine.inference import predict_with, score_results
-    from ..modeling.model import build_model
-
-    records, spec = load_dataset(dataset)
-    exports: Dict[str, Path] = {}
-    if any(b != "eager" for b, _ in cases):
+                         whole_image_iuv=whole_image_iuv)
+    path = Path(work_dir) / ("model_int8.onnx" if precision == "int8" else "model.onnx")
+    if not path.is_file():
         cfg = config_of_checkpoint(weights)
         if cfg is None:
             raise ValueError(f"{weights} has no embedded config: export it first")
         model = build_model(cfg)
         load_weights(model, weights)
-        exports["fp32"] = export_onnx(model, Path(work_dir) / "model.onnx")
-        if any(p == "int8" for _, p in cases):
-            images = load_calibration(calibration, cfg, calibration_images)
-            exports["int8"] = export_onnx(model, Path(work_dir) / "model_int8.onnx",
-                                          precision="int8", calibration=images)
+        images = (load_calibration(calibration, cfg, calibration_images)
+                  if precision == "int8" else None)
+        export_onnx(model, path, precision="int8" if images else "fp32", calibration=images)
+    return Predictor.from_export(str(path), backend=backend, precision=precision,
+                                 threads=threads, whole_image_iuv=whole_image_iuv)
+
+
+def run_accuracy(weights: str, dataset: str, cases: Sequence[Tuple[str, str]], work_dir: Path,
+                 threads: int = 2, progress: bool = True,
+                 calibration: Sequence[str] = DEFAULT_CALIBRATION,
+                 calibration_images: int = 32) -> List[AccuracyResult]:
+    """``cases``: (backend, precision) pairs, e.g. ``[("eager", "fp32"), ("openvino", "bf16")]``
+    (:func:`case_predictor`: export cases share one export per precision)."""
+    from ..data.registry import load_dataset
+    from ..engine.inference import predict_with, score_results
+
+    records, spec = load_dataset(dataset)
     out = []
     for backend, precision in cases:
-        predictor = _predictor(backend, precision, weights, exports, threads)
+        predictor = case_predictor(weights, backend, precision, work_dir, threads, calibration,
+                                   calibration_images)
         t0 = time.perf_counter()
         results = predict_with(predictor, records, progress)
         dt = (time.perf_counter() - t0) / max(len(records), 1)

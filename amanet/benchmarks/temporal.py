@@ -111,21 +111,25 @@ def _smoother(predictor, settings: Dict):
 def run_temporal(weights: str, work_dir: Path, clips: int = 4, frames: int = 32,
                  image_size: Tuple[int, int] = (256, 256), cases: Optional[Dict[str, Dict]] = None,
                  seed: int = 0, threads: int = 2, progress: bool = True,
-                 figure: Optional[Path] = None) -> List[TemporalResult]:
+                 figure: Optional[Path] = None, backend: str = "eager",
+                 precision: str = "fp32") -> List[TemporalResult]:
     """The per-frame predictor, then one smoother per ``cases`` entry (default :data:`CASES`),
     over ``clips`` synthetic clips of ``frames`` frames (world ``seed``); results in that
-    order. ``figure``: also draw the first clip's middle frames (:func:`strip_figure`)."""
+    order. The model runs as ``backend`` in ``precision``
+    (:func:`~amanet.benchmarks.accuracy.case_predictor`). ``figure``: also draw the first
+    clip's middle frames (:func:`strip_figure`)."""
     from tqdm import tqdm
 
     from ..data.synthetic_video import write_clip
     from ..data.video_io import open_video
     from ..engine.evaluate import densepose_results
     from ..engine.inference import score_results
-    from ..runtime import Predictor
     from ..runtime.tracking import smoothing_summary
+    from .accuracy import case_predictor
 
     cases = CASES if cases is None else cases
-    predictor = Predictor(None, weights, threads=threads)
+    predictor = case_predictor(weights, backend, precision, Path(work_dir), threads,
+                               whole_image_iuv=True)
     results = [TemporalResult("per-frame", None)]
     results += [TemporalResult(name, dict(settings)) for name, settings in cases.items()]
     entries: List[List[dict]] = [[] for _ in results]
