@@ -50,9 +50,9 @@ def test_int8_line_follows_the_isa():
     from amanet.doctor import int8_speed
 
     assert int8_speed({"amx_int8", "avx512_vnni"}) == "AMX-INT8 (fast)"
-    assert int8_speed({"avx512f", "avx512_vnni"}).startswith("VNNI (about 4x fp32")
+    assert int8_speed({"avx512f", "avx512_vnni"}).startswith("VNNI (an int8 conv ran 3.5x")
     assert int8_speed({"avx2", "avx_vnni"}).startswith("VNNI")
-    assert int8_speed({"avx2", "fma"}) == "no VNNI (little gain over fp32)"
+    assert int8_speed({"avx2", "fma"}).startswith("no VNNI (not measured")
 
 
 def test_missing_pieces_are_named_with_their_install_line(monkeypatch):

@@ -138,7 +138,8 @@ def test_a_quantized_layer_exports_what_eager_simulates(kind, tmp_path):
 
     torch.manual_seed(0)
     layer, x = {
-        "conv": (lambda: (torch.nn.Conv2d(16, 32, 3, padding=1), torch.randn(1, 16, 20, 20) * 3 + 1)),
+        "conv": (lambda: (torch.nn.Conv2d(16, 32, 3, padding=1),
+                          torch.randn(1, 16, 20, 20) * 3 + 1)),
         "conv_relu": (lambda: (Conv2dNorm(16, 32, 3, padding=1, relu=True),
                                torch.relu(torch.randn(1, 16, 20, 20)))),
         "deconv": (lambda: (torch.nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1),
@@ -152,9 +153,9 @@ def test_a_quantized_layer_exports_what_eager_simulates(kind, tmp_path):
                           input_names=["x"])
     scale = ref.abs().max().item()
     assert (ref - full).abs().max().item() / scale > 1e-3  # it does quantize
-    outs = {"openvino": ov.Core().compile_model(str(tmp_path / "layer.onnx"), "CPU")({0: x.numpy()})[0],
-            "onnxruntime": ort.InferenceSession(str(tmp_path / "layer.onnx")).run(
-                None, {"x": x.numpy()})[0]}
+    path = str(tmp_path / "layer.onnx")
+    outs = {"openvino": ov.Core().compile_model(path, "CPU")({0: x.numpy()})[0],
+            "onnxruntime": ort.InferenceSession(path).run(None, {"x": x.numpy()})[0]}
     for name, out in outs.items():
         assert np.abs(out - ref.numpy()).max() / scale <= 5e-3, name
 

@@ -1,10 +1,11 @@
 """Post-training int8 quantization of a model for its ONNX export (OpenVINO, ONNX Runtime).
 
 CPUs without AMX run bf16 convolutions at only ~2x fp32 (AVX512-BF16), while their VNNI int8
-dot products run at ~4x: int8 is what makes such a CPU fast. The scheme is the one both runtimes
-accelerate — symmetric per-output-channel int8 weights, asymmetric per-tensor uint8 activations —
-written into the export as QuantizeLinear/DequantizeLinear pairs in front of each convolution
-and linear layer (OpenVINO fuses them into int8 kernels; ONNX Runtime into QLinearConv).
+dot products run at ~3.5x (measured by bench/latency.py on a Zen 4): int8 is what makes such a
+CPU fast. The scheme is the one both runtimes accelerate — symmetric per-output-channel int8
+weights, asymmetric per-tensor uint8 activations — written into the export as
+QuantizeLinear/DequantizeLinear pairs in front of each convolution and linear layer (OpenVINO
+fuses them into int8 kernels; ONNX Runtime into QLinearConv).
 
 1. :func:`calibrate` runs the fp32 model over calibration images (photos like the ones it will
    see, with people in them) and records each quantized layer's input range;
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import AmanetError
+from ..errors import AmanetError, InputError
 from ..modeling.layers import Conv2dNorm
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,6 @@ def calibration_images(sources: Sequence[str], cfg, limit: int = 32) -> List[tor
     for the demo model). Unreadable sources raise :class:`~amanet.errors.InputError`."""
     from ..data.image_io import expand_images, read_image
     from ..data.transforms import model_input
-    from ..errors import InputError
 
     if limit < 1:
         raise CalibrationError(f"the number of calibration images must be >= 1, got {limit}")
@@ -207,5 +207,6 @@ def calibration_images(sources: Sequence[str], cfg, limit: int = 32) -> List[tor
             raise InputError(f"calibration source not found: {source} (an image, a folder of "
                              "images, or a dataset name such as synthetic_train_32)")
     if not paths:
-        raise CalibrationError(f"no calibration images in {', '.join(map(str, sources)) or '(none given)'}")
+        given = ", ".join(map(str, sources)) or "(none given)"
+        raise CalibrationError(f"no calibration images in {given}")
     return [model_input(read_image(p), cfg.input) for p in paths[:limit]]
