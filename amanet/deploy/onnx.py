@@ -100,6 +100,9 @@ def export_onnx(model: DensePoseRCNN, path: Union[str, Path], opset: int = MIN_O
     proto = onnx.load(str(path))
     _replace_threshold(proto, TRACE_THRESHOLD, float(threshold[0]))
     _decouple_outputs_from_branches(proto.graph)
+    if precision == "int8":
+        from .onnx_weights import store_int8_weights
+        logger.info("stored %d int8 weights", store_int8_weights(proto))
     meta = metadata.graph_metadata(model.cfg, max_detections, precision=precision)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, metadata.dumps(meta)
