@@ -120,8 +120,9 @@ class Predictor:
         whole_image_iuv: also composite the per-person charts into one ``[3, H, W]`` map.
         precision: ``"fp32"``, ``"bf16"`` (CPU with AVX512-BF16 / AMX, or CUDA sm80+) or
             ``"fp16"`` (CUDA): the compute precision of eager (autocast) and OpenVINO; a
-            TorchScript export runs the one it was exported in. ``None`` (default): fp32, or the
-            export's own. Box decoding, NMS and post-processing stay float32. A precision the
+            TorchScript export runs the one it was exported in, an int8 ONNX export
+            (:mod:`amanet.deploy.quantize`) runs ``"int8"`` on OpenVINO / ONNX Runtime.
+            ``None`` (default): fp32, or the export's own. Box decoding, NMS and post-processing stay float32. A precision the
             device or backend cannot run raises
             :class:`~amanet.runtime.precision.PrecisionError`.
         threads: CPU threads for the backend (``None``: the library's default).
