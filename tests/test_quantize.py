@@ -23,13 +23,9 @@ from amanet.errors import InputError
 from amanet.modeling.layers import Conv2dNorm
 from amanet.modeling.model import build_model
 from amanet.modeling.smoke_init import smoke_init_
-from amanet.ops.library import load_library
 from amanet.runtime import Predictor
 from amanet.runtime.precision import PrecisionError, check_precision
 from scratch import scratch_dir
-
-pytestmark = pytest.mark.skipif(not load_library() or not hasattr(torch.ops.amanet, "nms"),
-                                reason="amanet._C with roi_align/nms is not built")
 
 DETS = 2
 DL_WC2M = "densepose_rcnn_R_50_FPN_DL_WC2M_s1x"

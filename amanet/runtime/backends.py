@@ -96,11 +96,12 @@ class TorchScriptBackend:
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, path: str, providers: Optional[List[str]] = None, threads: int = 0):
+    def __init__(self, path: str, providers: Optional[List[str]] = None, threads: int = 0,
+                 meta: Optional[Dict[str, Any]] = None):
         import onnxruntime as ort
 
         from ..deploy.onnx import read_metadata
-        self.meta = read_metadata(path)
+        self.meta = meta if meta is not None else read_metadata(path)  # parsing costs ~1 s
         available = ort.get_available_providers()
         wanted = providers or [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider",
                                            "CPUExecutionProvider") if p in available]
@@ -131,7 +132,7 @@ class OpenVINOBackend:
     CAPABILITY = {"bf16": "BF16", "fp16": "FP16", "int8": "INT8"}
 
     def __init__(self, path: str, precision: str = "fp32", threads: int = 0,
-                 cache: bool = True, device: str = "CPU"):
+                 cache: bool = True, device: str = "CPU", meta: Optional[Dict[str, Any]] = None):
         try:
             import openvino as ov
         except ImportError:
@@ -141,7 +142,7 @@ class OpenVINOBackend:
 
         if precision not in self.HINTS:
             check_precision(precision, torch.device("cpu"))  # raises: unknown name
-        self.meta = read_metadata(path)
+        self.meta = meta if meta is not None else read_metadata(path)
         core = ov.Core()
         if precision in self.CAPABILITY:
             caps = core.get_property(device, "OPTIMIZATION_CAPABILITIES")

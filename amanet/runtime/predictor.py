@@ -84,7 +84,8 @@ def _load_onnx_backend(name: str, path: str, device: torch.device, precision: Op
     if name == "onnxruntime" and precision not in (None, "fp32", "int8"):
         raise PrecisionError(f"precision {precision} is not available with backend {name}: "
                              f"{_PRECISION_HINT[name]}")  # whatever the file holds
-    exported = read_metadata(path).get("precision", "fp32")
+    meta = read_metadata(path)  # read once: the backend gets it
+    exported = meta.get("precision", "fp32")
     if exported == "int8":
         if precision not in (None, "int8"):
             raise PrecisionError(f"{path} is an int8 export: it runs in int8 (leave precision "
@@ -95,12 +96,12 @@ def _load_onnx_backend(name: str, path: str, device: torch.device, precision: Op
                              f"{_INT8_EXPORT}")
     precision = precision or "fp32"
     if name == "openvino":
-        return OpenVINOBackend(path, precision, threads=threads or 0), precision
+        return OpenVINOBackend(path, precision, threads=threads or 0, meta=meta), precision
     if precision == "int8":
         logger.warning("ONNX Runtime runs this int8 export correctly but gained little from int8 "
                        "on the CPU it was measured on (README); backend openvino is the fast "
                        "int8 path")
-    return OnnxRuntimeBackend(path, threads=threads or 0), precision
+    return OnnxRuntimeBackend(path, threads=threads or 0, meta=meta), precision
 
 
 class Predictor:
